@@ -1,0 +1,1 @@
+"""gencore benchmark suites (pytest-benchmark) and the report script (`python -m benchmarks.report`)."""

@@ -1,0 +1,73 @@
+// The one place where gencore's operator schemas are defined (torch.ops.gencore.*), plus the small
+// pybind11 module that reports how this extension was built. Kernels are registered per device in
+// <op>_cpu.cpp / <op>_cuda.cpp; autograd and fake (meta) kernels are registered from Python.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifndef GENCORE_CXX_FLAGS
+#define GENCORE_CXX_FLAGS ""
+#endif
+#ifndef GENCORE_CUDA_ARCH_LIST
+#define GENCORE_CUDA_ARCH_LIST ""
+#endif
+#ifndef GENCORE_TORCH_VERSION
+#define GENCORE_TORCH_VERSION ""
+#endif
+
+TORCH_LIBRARY(gencore, m) {
+  m.def("kl_normal(Tensor mu, Tensor logvar, str reduction) -> Tensor");
+  m.def("kl_normal_backward(Tensor grad, Tensor mu, Tensor logvar, str reduction) -> (Tensor, Tensor)");
+}
+
+namespace {
+
+const char* simd_level() {
+#if defined(__AVX512F__)
+  return "AVX512";
+#elif defined(__AVX2__)
+  return "AVX2";
+#elif defined(__AVX__)
+  return "AVX";
+#elif defined(__SSE4_2__)
+  return "SSE4.2";
+#elif defined(__ARM_NEON)
+  return "NEON";
+#else
+  return "scalar";
+#endif
+}
+
+pybind11::dict build_info() {
+  pybind11::dict info;
+  info["simd"] = simd_level();
+#ifdef _OPENMP
+  info["openmp"] = true;
+  info["openmp_version"] = _OPENMP;
+  info["openmp_max_threads"] = omp_get_max_threads();
+#else
+  info["openmp"] = false;
+  info["openmp_version"] = 0;
+  info["openmp_max_threads"] = 1;
+#endif
+#ifdef GENCORE_WITH_CUDA
+  info["cuda"] = true;
+#else
+  info["cuda"] = false;
+#endif
+  info["cuda_arch_list"] = GENCORE_CUDA_ARCH_LIST;
+  info["cxx_flags"] = GENCORE_CXX_FLAGS;
+  info["compiler"] = __VERSION__;
+  info["torch_version"] = GENCORE_TORCH_VERSION;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "gencore native kernels (operators live in torch.ops.gencore)";
+  m.def("build_info", &build_info, "How this extension was built: SIMD level, OpenMP, CUDA, flags.");
+}

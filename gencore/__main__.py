@@ -1,0 +1,3 @@
+from gencore.cli import main
+
+raise SystemExit(main())
