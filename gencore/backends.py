@@ -49,8 +49,18 @@ def get_backend() -> str:
     return _process_backend
 
 
+_status_cache: dict[bool, dict[str, str | None]] = {}
+
+
 def backend_status() -> dict[str, str | None]:
     """For each backend: None when it can run somewhere in this process, else why not."""
+    interpret = _triton_interpret()  # the only input that may change while the process runs
+    if interpret not in _status_cache:
+        _status_cache[interpret] = _compute_status(interpret)
+    return dict(_status_cache[interpret])
+
+
+def _compute_status(interpret: bool) -> dict[str, str | None]:
     cuda_gpu = torch.cuda.is_available()
     status: dict[str, str | None] = {"torch": None}
     status["cpu"] = None if _native.loaded else f"C++ extension {_native.error}"
@@ -64,7 +74,7 @@ def backend_status() -> dict[str, str | None]:
         status["cuda"] = None
     if not _triton_spec:
         status["triton"] = "triton is not installed"
-    elif not cuda_gpu and not _triton_interpret():
+    elif not cuda_gpu and not interpret:
         status["triton"] = "no CUDA GPU (set TRITON_INTERPRET=1 to run Triton kernels on CPU tensors)"
     else:
         status["triton"] = None
@@ -75,7 +85,7 @@ def _why_not(name: str, device_type: str) -> str | None:
     """Why `name` cannot run on a tensor of `device_type` (None: it can)."""
     if name == "torch":
         return None
-    reason = backend_status()[name]
+    reason = backend_status().get(name)
     if reason is not None:
         return reason
     if name == "cpu" and device_type != "cpu":
