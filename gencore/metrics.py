@@ -101,7 +101,8 @@ def digits_classifier() -> DigitsClassifier:
     if _CLASSIFIER is not None:
         return _CLASSIFIER
     path = os.path.join(_cache_dir(), f"digits_classifier_v{CLASSIFIER_VERSION}.pt")
-    model = DigitsClassifier()
+    with torch.random.fork_rng(devices=[]):  # construction draws random weights: keep the caller's stream
+        model = DigitsClassifier()
     try:
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         model.eval()

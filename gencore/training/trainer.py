@@ -289,6 +289,11 @@ class Trainer:
             result.update(gmetrics.vae_metrics(self.models["vae"], self.dataset.batch(torch.arange(min(n, len(self.dataset))))))
         return result
 
+    def _rng_guard(self):
+        """Evaluation and pictures must not move the training random stream (resume equality)."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=devices)
+
     def save_pictures(self) -> None:
         samples = self.generate()
         title = f"{self.cfg.model} on {self.cfg.data}, step {self.step}"
@@ -354,8 +359,9 @@ class Trainer:
                     self._append({"step": self.step, **losses})
                 bar.update(logged)
                 if self.step % sample_every == 0 and self.step != self.total_steps:
-                    self._append({"step": self.step, "eval": self.evaluate()})
-                    self.save_pictures()
+                    with self._rng_guard():
+                        self._append({"step": self.step, "eval": self.evaluate()})
+                        self.save_pictures()
                 if self.step % checkpoint_every == 0 and self.step != self.total_steps:
                     self.save_checkpoint()
         except KeyboardInterrupt:
@@ -366,9 +372,10 @@ class Trainer:
         bar.close()
         elapsed = time.perf_counter() - t0
         self.save_checkpoint()
-        final = self.evaluate()
-        self._append({"step": self.step, "eval": final})
-        self.save_pictures()
+        with self._rng_guard():
+            final = self.evaluate()
+            self._append({"step": self.step, "eval": final})
+            self.save_pictures()
         summary = {"step": self.step, "model": cfg.model, "data": cfg.data, "train_seconds": round(elapsed, 2),
                    **final}
         with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
