@@ -70,8 +70,8 @@ def build_models(cfg: TrainConfig, dataset: gdata.Dataset) -> dict[str, torch.nn
 class _Progress:
     """tqdm when installed and enabled; otherwise plain log lines about 20 times per run."""
 
-    def __init__(self, total: int, initial: int, enabled: bool, stream=sys.stderr):
-        self.total, self.n, self.stream = total, initial, stream
+    def __init__(self, total: int, initial: int, enabled: bool, stream=None):
+        self.total, self.n, self.stream = total, initial, stream or sys.stderr
         self.start, self.start_n = time.perf_counter(), initial
         self.bar = None
         if enabled:
