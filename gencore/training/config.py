@@ -56,7 +56,7 @@ class TrainConfig:
 MODEL_DEFAULTS = {
     # DCGAN paper: Adam 2e-4, beta1 0.5, batch 128 (64 here: a 2-core CPU does more steps in the same time).
     "dcgan": dict(data="digits", steps=1000, batch_size=64, nz=100, lr=2e-4, beta1=0.5),
-    "vae": dict(data="digits", steps=1500, batch_size=64, nz=16, lr=1e-3, beta1=0.9),
+    "vae": dict(data="digits", steps=1000, batch_size=64, nz=16, lr=1e-3, beta1=0.9),
     # PacGAN 2-D experiments: batch 100, Adam 1e-4, beta1 0.8, 2-d Gaussian z.
     "gan2d": dict(data="ring8", steps=3000, batch_size=100, nz=2, lr=1e-4, beta1=0.8),
 }
