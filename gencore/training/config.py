@@ -1,0 +1,104 @@
+"""Training configuration: one dataclass, per-model defaults, validation with clear errors."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+MODELS = ("dcgan", "vae", "gan2d")
+LOSSES = ("bce", "hinge")
+AMP_MODES = ("none", "bf16", "fp16")
+VAE_ARCHS = ("conv", "mlp")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "dcgan"
+    data: str | None = None          # default per model: digits (dcgan, vae), ring8 (gan2d)
+    steps: int | None = None         # optimizer steps in total; or
+    epochs: int | None = None        # passes over the data (converted to steps)
+    batch_size: int | None = None
+    image_size: int = 32
+    nz: int | None = None            # latent size: 100 (dcgan), 2 (gan2d), 16 (vae)
+    ngf: int = 32                    # DCGAN width (64 in the paper; 32 keeps the CPU run short)
+    ndf: int = 32
+    vae_arch: str = "conv"
+    beta: float = 1.0                # VAE: weight of the KL term (beta-VAE)
+    loss: str = "bce"                # GAN loss: non-saturating BCE on logits, or hinge
+    lr: float | None = None
+    beta1: float | None = None
+    beta2: float = 0.999
+    ema: float | None = None         # EMA decay of the generator's weights (None: off)
+    pack: int = 1                    # PacGAN packing degree (gan2d)
+    r1: float = 0.0                  # R1 gradient penalty weight (needs double backward)
+    amp: str = "none"
+    fused: bool = True
+    backend: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    sample_every: int | None = None  # default: 5 pictures + evaluations per run
+    checkpoint_every: int | None = None  # default: with each sample grid
+    eval_samples: int | None = None  # 2,500 points (VEEGAN/PacGAN protocol) or 1,000 images
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown training options: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+
+MODEL_DEFAULTS = {
+    # DCGAN paper: Adam 2e-4, beta1 0.5, batch 128 (64 here: a 2-core CPU does more steps in the same time).
+    "dcgan": dict(data="digits", steps=1000, batch_size=64, nz=100, lr=2e-4, beta1=0.5),
+    "vae": dict(data="digits", steps=1000, batch_size=64, nz=16, lr=1e-3, beta1=0.9),
+    # PacGAN 2-D experiments: batch 100, Adam 1e-4, beta1 0.8, 2-d Gaussian z.
+    "gan2d": dict(data="ring8", steps=3000, batch_size=100, nz=2, lr=1e-4, beta1=0.8),
+}
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill per-model defaults and check every option; raises ValueError naming the bad option."""
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    c = dataclasses.replace(cfg)
+    defaults = MODEL_DEFAULTS[c.model]
+    for k in ("data", "batch_size", "nz", "lr", "beta1"):
+        if getattr(c, k) is None:
+            setattr(c, k, defaults[k])
+    if c.steps is not None and c.epochs is not None:
+        raise ValueError("give --steps or --epochs, not both")
+    if c.steps is None and c.epochs is None:
+        c.steps = defaults["steps"]
+    for k in ("steps", "epochs", "batch_size", "nz", "ngf", "ndf", "pack", "log_every", "sample_every",
+              "checkpoint_every", "eval_samples", "image_size"):
+        v = getattr(c, k)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {v!r}")
+    if c.loss not in LOSSES:
+        raise ValueError(f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
+    if c.amp not in AMP_MODES:
+        raise ValueError(f"unknown --amp {c.amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if c.vae_arch not in VAE_ARCHS:
+        raise ValueError(f"unknown --vae-arch {c.vae_arch!r}; choose one of {', '.join(VAE_ARCHS)}")
+    if c.ema is not None and not 0.0 < c.ema < 1.0:
+        raise ValueError(f"--ema decay must be in (0, 1), got {c.ema}")
+    if c.lr <= 0 or not 0 <= c.beta1 < 1 or not 0 <= c.beta2 < 1:
+        raise ValueError(f"bad Adam settings: lr={c.lr}, betas=({c.beta1}, {c.beta2})")
+    if c.beta < 0 or c.r1 < 0:
+        raise ValueError(f"--beta and --r1 must be >= 0, got {c.beta} and {c.r1}")
+    if c.model != "gan2d" and c.pack != 1:
+        raise ValueError("--pack (PacGAN) applies to gan2d only")
+    if c.model == "vae" and (c.ema is not None or c.r1 or c.loss != "bce"):
+        raise ValueError("--ema, --r1 and --loss apply to the GAN models (dcgan, gan2d), not vae")
+    if c.batch_size % c.pack:
+        raise ValueError(f"--batch-size {c.batch_size} must be divisible by --pack {c.pack}")
+    if c.amp == "fp16" and c.r1:
+        raise ValueError("--r1 with --amp fp16 is not supported (the penalty's gradient would need unscaling); "
+                         "use --amp bf16 or none")
+    return c

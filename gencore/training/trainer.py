@@ -1,0 +1,398 @@
+"""The training loops (GAN: non-saturating BCE on logits or hinge, optional generator EMA and R1
+penalty; VAE: ELBO with a beta-weighted KL), run folders, pictures, metrics and resumable checkpoints.
+
+A run folder holds: config.json, metrics.jsonl (losses every log_every steps, evaluations at each
+sample interval), real.png, samples/step_NNNNNN.png and samples.png (latest, from fixed noise),
+losses.png, metrics.json (final evaluation) and checkpoint.pt.
+
+Determinism: all training randomness comes from torch's default generator (noise, reparameterization)
+and the data stream's own generator, both saved in the checkpoint; pictures and evaluations use
+separate generators, so they never shift the training stream. On the CPU a run stopped and resumed
+therefore gives bit-identical losses and weights.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+import gencore
+from gencore import data as gdata
+from gencore import metrics as gmetrics
+from gencore.models import (ConvVAE, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
+                            MLPVAE)
+from gencore.models.layers import is_fused
+from gencore.training import plots
+from gencore.training.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_checkpoint
+from gencore.training.config import TrainConfig, resolve
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a device name (cpu, cuda, cuda:1, auto)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but no CUDA GPU is available")
+    return device
+
+
+def build_models(cfg: TrainConfig, dataset: gdata.Dataset) -> dict[str, torch.nn.Module]:
+    """The model(s) of a run, shaped by the data set."""
+    if cfg.model == "gan2d":
+        if dataset.kind != "points":
+            raise ValueError(f"gan2d trains on 2-D points (ring8, grid25), not on {dataset.name}")
+        return {"G": MLPGenerator(nz=cfg.nz, out_dim=2, fused=cfg.fused),
+                "D": MLPDiscriminator(in_dim=2, pack=cfg.pack, fused=cfg.fused)}
+    if dataset.kind != "image":
+        raise ValueError(f"{cfg.model} trains on images (digits, folder:PATH, fake), not on {dataset.name}")
+    nc = dataset.sample_shape[0]
+    if cfg.model == "dcgan":
+        return {"G": DCGANGenerator(nz=cfg.nz, ngf=cfg.ngf, nc=nc, image_size=cfg.image_size, fused=cfg.fused),
+                "D": DCGANDiscriminator(ndf=cfg.ndf, nc=nc, image_size=cfg.image_size, fused=cfg.fused)}
+    if cfg.vae_arch == "conv":
+        return {"vae": ConvVAE(nc=nc, image_size=cfg.image_size, latent_dim=cfg.nz, fused=cfg.fused)}
+    shape = dataset.sample_shape
+    return {"vae": MLPVAE(input_dim=math.prod(shape), latent_dim=cfg.nz, image_shape=shape, fused=cfg.fused)}
+
+
+class _Progress:
+    """tqdm when installed and enabled; otherwise plain log lines about 20 times per run."""
+
+    def __init__(self, total: int, initial: int, enabled: bool, stream=None):
+        self.total, self.n, self.stream = total, initial, stream or sys.stderr
+        self.start, self.start_n = time.perf_counter(), initial
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, file=stream, unit="step")
+            except ImportError:
+                pass
+        self.every = max(1, total // 20)
+        self.postfix = ""
+
+    def update(self, losses: dict | None) -> None:
+        self.n += 1
+        if losses is not None:
+            self.postfix = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
+            if self.bar is not None:
+                self.bar.set_postfix_str(self.postfix, refresh=False)
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.n % self.every == 0 or self.n == self.total:
+            rate = (self.n - self.start_n) / max(time.perf_counter() - self.start, 1e-9)
+            eta = (self.total - self.n) / max(rate, 1e-9)
+            print(f"step {self.n}/{self.total} {self.postfix} {rate:.1f} it/s ETA {eta:.0f}s",
+                  file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Trainer:
+    """Builds everything from a config (or a checkpoint) and runs the loop into `out_dir`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str, checkpoint: dict | None = None, progress: bool = True,
+                 log=print, load_data: bool = True):
+        self.cfg = cfg = resolve(cfg)
+        self.out_dir, self.progress, self.log = out_dir, progress, log
+        self.device = resolve_device(cfg.device)
+        if cfg.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("--amp fp16 needs a CUDA device (float16 autocast + gradient scaler); "
+                             "on the CPU use --amp bf16")
+        if cfg.backend is not None:
+            gencore.set_backend(cfg.backend)
+        torch.manual_seed(cfg.seed)
+        if checkpoint is not None and not load_data and cfg.data.startswith("folder:"):
+            # Sampling/evaluating a folder-trained model needs only the image shape, not the images.
+            shape = tuple(checkpoint["sample_shape"])
+            self.dataset = gdata.Dataset(cfg.data, "image", torch.zeros(cfg.batch_size, *shape, dtype=torch.uint8))
+        else:
+            self.dataset = gdata.load_dataset(cfg.data, cfg.image_size, seed=cfg.seed)
+        self.models = {k: m.to(self.device) for k, m in build_models(cfg, self.dataset).items()}
+        self.stream = gdata.BatchStream(len(self.dataset), cfg.batch_size, cfg.seed + 1)
+        self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.stream.batches_per_epoch
+        betas = (cfg.beta1, cfg.beta2)
+        self.optims = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=betas) for k, m in self.models.items()}
+        self.ema = None
+        if cfg.ema is not None:
+            self.ema = copy.deepcopy(self.models["G"]).requires_grad_(False)
+        if cfg.r1 and any(is_fused(m) for m in self.models["D"].modules()):
+            # A fused op's backward is not itself differentiable here: the penalty's gradient would
+            # silently miss terms, so refuse instead.
+            raise ValueError("--r1 (gradient penalty) needs double backward through the discriminator, which "
+                             "gencore's fused BatchNorm+activation does not provide; add --no-fused")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        # Fixed noise for the sample grids, from its own generator.
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        n_fixed = 2500 if cfg.model == "gan2d" else 64
+        self.fixed_noise = torch.randn(n_fixed, cfg.nz, generator=g).to(self.device)
+        self.step = 0
+        if checkpoint is not None:
+            self._load_state(checkpoint)
+
+    # ---- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {"format": CHECKPOINT_FORMAT, "gencore_version": gencore.__version__,
+                "config": self.cfg.to_dict(), "step": self.step,
+                "sample_shape": list(self.dataset.sample_shape),
+                "models": {k: m.state_dict() for k, m in self.models.items()},
+                "optimizers": {k: o.state_dict() for k, o in self.optims.items()},
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict(), "data_stream": self.stream.state_dict(), "rng": rng}
+
+    def _load_state(self, ckpt: dict) -> None:
+        for k, m in self.models.items():
+            m.load_state_dict(ckpt["models"][k])
+        for k, o in self.optims.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        if self.ema is not None:
+            self.ema.load_state_dict(ckpt["ema"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.stream.load_state_dict(ckpt["data_stream"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        self.step = int(ckpt["step"])
+
+    def save_checkpoint(self) -> str:
+        path = os.path.join(self.out_dir, CHECKPOINT_NAME)
+        atomic_save(self.state_dict(), path)
+        return path
+
+    # ---- steps --------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _gan_step(self, real: torch.Tensor) -> dict:
+        cfg, G, D = self.cfg, self.models["G"], self.models["D"]
+        opt_g, opt_d = self.optims["G"], self.optims["D"]
+        z = torch.randn(real.shape[0], cfg.nz, device=self.device)
+        if cfg.r1:
+            real.requires_grad_(True)
+        with self._autocast():
+            fake = G(z)
+            d_real, d_fake = D(real), D(fake.detach())
+            if cfg.loss == "bce":  # -log D(x) - log(1 - D(G(z))) on logits
+                loss_d = (F.binary_cross_entropy_with_logits(d_real.float(), torch.ones_like(d_real, dtype=torch.float))
+                          + F.binary_cross_entropy_with_logits(d_fake.float(), torch.zeros_like(d_fake, dtype=torch.float)))
+            else:
+                loss_d = F.relu(1 - d_real.float()).mean() + F.relu(1 + d_fake.float()).mean()
+        out = {"loss_d": loss_d}
+        if cfg.r1:
+            (grad,) = torch.autograd.grad(d_real.float().sum(), real, create_graph=True)
+            r1 = grad.pow(2).flatten(1).sum(1).mean()
+            loss_d = loss_d + 0.5 * cfg.r1 * r1
+            out["r1"] = r1
+        opt_d.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(opt_d)
+
+        D.requires_grad_(False)  # the generator step needs no discriminator weight gradients
+        with self._autocast():
+            d_gen = D(fake).float()
+            loss_g = (F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen)) if cfg.loss == "bce"
+                      else -d_gen.mean())
+        opt_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(opt_g)
+        D.requires_grad_(True)
+        self.scaler.update()
+        if self.ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(self.ema.parameters(), G.parameters()):
+                    pe.lerp_(p, 1 - cfg.ema)
+                for be, b in zip(self.ema.buffers(), G.buffers()):
+                    be.copy_(b)
+        out["loss_g"] = loss_g
+        out["d_real"] = torch.sigmoid(d_real.detach().float()).mean()
+        out["d_fake"] = torch.sigmoid(d_fake.detach().float()).mean()
+        return out
+
+    def _vae_step(self, x: torch.Tensor) -> dict:
+        vae, opt = self.models["vae"], self.optims["vae"]
+        with self._autocast():
+            out = vae(x)
+        n = x.shape[0]
+        recon = F.binary_cross_entropy_with_logits(out.recon_logits.float(), (x + 1) / 2, reduction="sum") / n
+        kl = out.kl.float() / n
+        loss = recon + self.cfg.beta * kl
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+        return {"loss": loss, "recon": recon, "kl": kl}
+
+    def train_step(self) -> dict:
+        """One optimizer step (both networks for a GAN); returns float losses."""
+        batch = self.dataset.batch(self.stream.next()).to(self.device, non_blocking=True)
+        out = self._vae_step(batch) if self.cfg.model == "vae" else self._gan_step(batch)
+        self.step += 1
+        return {k: float(v.detach()) for k, v in out.items()}
+
+    # ---- pictures and evaluation ------------------------------------------------------------------
+    def sampler(self) -> torch.nn.Module:
+        return self.ema if self.ema is not None else self.models.get("G", self.models.get("vae"))
+
+    @torch.no_grad()
+    def generate(self, n: int | None = None, seed: int | None = None) -> torch.Tensor:
+        """Samples in eval mode (running BatchNorm statistics): the fixed noise, or n from `seed`."""
+        model = self.sampler()
+        was = model.training
+        model.eval()
+        try:
+            if n is None:
+                z = self.fixed_noise
+            else:
+                g = torch.Generator().manual_seed(self.cfg.seed + 3 if seed is None else seed)
+                z = torch.randn(n, self.cfg.nz, generator=g).to(self.device)
+            chunks = [(model.decode(c).sigmoid() * 2 - 1) if self.cfg.model == "vae" else model(c)
+                      for c in z.split(500)]
+        finally:
+            model.train(was)
+        return torch.cat(chunks).float().cpu()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        if cfg.model == "gan2d":
+            n = cfg.eval_samples or 2500
+            return gmetrics.mode_metrics(self.generate(n), self.dataset.means, self.dataset.std)
+        n = cfg.eval_samples or 1000
+        result = {}
+        if cfg.data == "digits":
+            result.update(gmetrics.digits_metrics(self.generate(n)))
+            if cfg.model == "vae":
+                x_test, _ = gdata.load_digits_tensor(cfg.image_size, "test")
+                result.update({f"test_{k}": v for k, v in gmetrics.vae_metrics(self.models["vae"], x_test).items()})
+        elif cfg.model == "vae":
+            result.update(gmetrics.vae_metrics(self.models["vae"], self.dataset.batch(torch.arange(min(n, len(self.dataset))))))
+        return result
+
+    def _rng_guard(self):
+        """Evaluation and pictures must not move the training random stream (resume equality)."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        return torch.random.fork_rng(devices=devices)
+
+    def save_pictures(self) -> None:
+        samples = self.generate()
+        title = f"{self.cfg.model} on {self.cfg.data}, step {self.step}"
+        os.makedirs(os.path.join(self.out_dir, "samples"), exist_ok=True)
+        path = os.path.join(self.out_dir, "samples", f"step_{self.step:06d}.png")
+        if self.cfg.model == "gan2d":
+            plots.save_points_plot(samples, self.dataset.means, path, title)
+        else:
+            plots.save_image_grid(samples, path, scale=max(1, 128 // self.cfg.image_size))
+        if os.path.exists(path):
+            with open(path, "rb") as src:
+                data = src.read()
+            tmp = os.path.join(self.out_dir, ".samples.png.tmp")
+            with open(tmp, "wb") as dst:
+                dst.write(data)
+            os.replace(tmp, os.path.join(self.out_dir, "samples.png"))
+        plots.save_loss_plot(os.path.join(self.out_dir, "metrics.jsonl"), os.path.join(self.out_dir, "losses.png"), title)
+
+    def save_real(self) -> None:
+        path = os.path.join(self.out_dir, "real.png")
+        if self.cfg.model == "gan2d":
+            idx = torch.arange(2500)
+            plots.save_points_plot(self.dataset.batch(idx), self.dataset.means, path, f"{self.cfg.data}: real samples")
+        else:
+            plots.save_image_grid(self.dataset.batch(torch.arange(64)), path, scale=max(1, 128 // self.cfg.image_size))
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    def _append(self, record: dict) -> None:
+        with open(os.path.join(self.out_dir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _truncate_metrics(self) -> None:
+        """On resume, drop records written after the checkpoint (a crash may have left some)."""
+        path = os.path.join(self.out_dir, "metrics.jsonl")
+        kept = [r for r in plots.read_metrics(path) if r["step"] <= self.step]
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        os.replace(tmp, path)
+
+    def run(self) -> dict:
+        """Train to total_steps; returns the final evaluation. Ctrl-C saves a checkpoint first."""
+        cfg = self.cfg
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, "config.json"), "w") as f:
+            json.dump(cfg.to_dict() | {"total_steps": self.total_steps, "device": str(self.device)}, f, indent=2)
+        if self.step > 0:
+            self._truncate_metrics()
+            self.log(f"resuming at step {self.step}/{self.total_steps} in {self.out_dir}")
+        else:
+            open(os.path.join(self.out_dir, "metrics.jsonl"), "w").close()
+            self.save_real()
+        sample_every = cfg.sample_every or max(1, self.total_steps // 5)
+        checkpoint_every = cfg.checkpoint_every or sample_every
+        bar = _Progress(self.total_steps, self.step, self.progress)
+        t0 = time.perf_counter()
+        try:
+            while self.step < self.total_steps:
+                losses = self.train_step()
+                logged = None
+                if self.step % cfg.log_every == 0 or self.step == self.total_steps:
+                    logged = {k: v for k, v in losses.items() if k.startswith("loss")}
+                    self._append({"step": self.step, **losses})
+                bar.update(logged)
+                if self.step % sample_every == 0 and self.step != self.total_steps:
+                    with self._rng_guard():
+                        self._append({"step": self.step, "eval": self.evaluate()})
+                        self.save_pictures()
+                if self.step % checkpoint_every == 0 and self.step != self.total_steps:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint()
+            self.log(f"interrupted at step {self.step}: saved {path}; continue with --resume --out {self.out_dir}")
+            raise
+        bar.close()
+        elapsed = time.perf_counter() - t0
+        self.save_checkpoint()
+        with self._rng_guard():
+            final = self.evaluate()
+            self._append({"step": self.step, "eval": final})
+            self.save_pictures()
+        summary = {"step": self.step, "model": cfg.model, "data": cfg.data, "train_seconds": round(elapsed, 2),
+                   **final}
+        with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        return summary
+
+
+def trainer_from_checkpoint(path: str, overrides: dict | None = None, out_dir: str | None = None,
+                            progress: bool = False, log=print, load_data: bool = True) -> Trainer:
+    """Rebuild a run from its checkpoint (for --resume, sample and eval). `overrides` may change the
+    step budget, the device and the intervals, nothing that would change what is being trained."""
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    for k, v in (overrides or {}).items():
+        if k in ("steps", "epochs"):
+            cfg.steps, cfg.epochs = None, None
+        setattr(cfg, k, v)
+    if out_dir is None:
+        out_dir = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return Trainer(cfg, out_dir, checkpoint=ckpt, progress=progress, log=log, load_data=load_data)

@@ -1,0 +1,182 @@
+"""Training loops, checkpoints and resume (gencore.training), on tiny models and few steps."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+import gencore.nn
+from gencore.training import TrainConfig, Trainer, load_checkpoint, resolve, trainer_from_checkpoint
+from gencore.training.checkpoint import CHECKPOINT_FORMAT, atomic_save
+
+HAS_FUSED = hasattr(gencore.nn, "BatchNormLeakyReLU2d")
+FUSED = HAS_FUSED  # the fused default where this build has it; plain layers otherwise
+
+TINY = {
+    "dcgan": dict(model="dcgan", ngf=4, ndf=4, nz=8, batch_size=16, eval_samples=64),
+    "vae": dict(model="vae", nz=4, batch_size=16, eval_samples=64),
+    "gan2d": dict(model="gan2d", batch_size=20, eval_samples=200),
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _trainer(tmp_path, name="run", **kw):
+    return Trainer(TrainConfig(**{"fused": FUSED, **kw}), str(tmp_path / name), progress=False)
+
+
+def _records(path):
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_config_defaults_and_errors():
+    c = resolve(TrainConfig(model="gan2d"))
+    assert (c.data, c.batch_size, c.lr, c.beta1, c.nz) == ("ring8", 100, 1e-4, 0.8, 2)  # PacGAN
+    c = resolve(TrainConfig(model="dcgan"))
+    assert (c.data, c.lr, c.beta1, c.beta2, c.loss) == ("digits", 2e-4, 0.5, 0.999, "bce")
+    for bad, msg in [(dict(model="wgan"), "unknown model"), (dict(loss="wasserstein"), "unknown loss"),
+                     (dict(amp="fp8"), "unknown --amp"), (dict(steps=3, epochs=1), "not both"),
+                     (dict(steps=0), "positive integer"), (dict(ema=1.5), "--ema"),
+                     (dict(pack=2), "gan2d only"), (dict(model="gan2d", pack=3), "divisible"),
+                     (dict(model="vae", loss="hinge"), "GAN models")]:
+        with pytest.raises(ValueError, match=msg):
+            resolve(TrainConfig(**bad))
+
+
+def test_vae_loss_decreases_on_digits(tmp_path):
+    t = _trainer(tmp_path, **TINY["vae"], vae_arch="mlp", steps=40)
+    losses = [t.train_step()["loss"] for _ in range(40)]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5, losses
+
+
+def test_dcgan_steps_on_digits(tmp_path):
+    t = _trainer(tmp_path, **TINY["dcgan"], steps=15)
+    out = [t.train_step() for _ in range(15)]
+    assert all(torch.isfinite(torch.tensor(list(o.values()))).all() for o in out)
+    # The discriminator learns to tell digits from the untrained generator's output.
+    assert out[-1]["loss_d"] < out[0]["loss_d"] and out[-1]["d_real"] > out[-1]["d_fake"]
+
+
+def test_gan2d_moves_samples_to_the_ring(tmp_path):
+    t = _trainer(tmp_path, **TINY["gan2d"], lr=1e-3, steps=400)
+    means = t.dataset.means
+
+    def dist():
+        return torch.cdist(t.generate(500), means).min(1).values.mean().item()
+
+    before = dist()
+    losses = [t.train_step()["loss_d"] for _ in range(400)]
+    # The untrained generator's points sit near the ring's center (distance ~1); training pulls them out.
+    assert dist() < 0.6 * before, (before, dist())
+    assert all(map(lambda v: v == v, losses))
+
+
+@pytest.mark.parametrize("model", ["gan2d", "dcgan", "vae"])
+def test_resume_equals_uninterrupted(tmp_path, model):
+    kw = dict(TINY[model], steps=6, sample_every=3, log_every=1)
+    full = _trainer(tmp_path, "full", **kw)
+    full.run()
+    part = _trainer(tmp_path, "part", **{**kw, "steps": 4})
+    part.run()
+    del part
+    resumed = trainer_from_checkpoint(str(tmp_path / "part"), {"steps": 6})
+    assert resumed.step == 4
+    resumed.run()
+    drop = {"eval"}
+    a = [{k: v for k, v in r.items() if k not in drop} for r in _records(tmp_path / "full") if "eval" not in r]
+    b = [{k: v for k, v in r.items() if k not in drop} for r in _records(tmp_path / "part") if "eval" not in r]
+    assert a == b and len(a) == 6
+    sa = load_checkpoint(str(tmp_path / "full"))
+    sb = load_checkpoint(str(tmp_path / "part"))
+    for name in sa["models"]:
+        for k, v in sa["models"][name].items():
+            assert torch.equal(v, sb["models"][name][k]), f"{model}: {name}.{k} differs after resume"
+    assert torch.equal(sa["rng"]["cpu"], sb["rng"]["cpu"])
+
+
+def test_ema_hinge_and_bf16(tmp_path):
+    t = _trainer(tmp_path, **TINY["dcgan"], steps=2, ema=0.9, loss="hinge", amp="bf16")
+    g0 = {k: v.clone() for k, v in t.models["G"].state_dict().items()}
+    out = t.train_step()
+    assert set(out) >= {"loss_d", "loss_g"} and all(v == v for v in out.values())
+    g1 = t.models["G"].state_dict()
+    for k, v in t.ema.state_dict().items():
+        if k.endswith(("weight", "bias")):
+            torch.testing.assert_close(v, 0.9 * g0[k] + 0.1 * g1[k])
+        else:  # BatchNorm buffers follow the generator
+            assert torch.equal(v, g1[k])
+
+
+def test_fp16_needs_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        _trainer(tmp_path, **TINY["dcgan"], amp="fp16", device="cpu")
+
+
+def test_r1_penalty(tmp_path):
+    t = _trainer(tmp_path, **TINY["gan2d"], r1=10.0, steps=2)  # MLP discriminator: no BatchNorm
+    out = t.train_step()
+    assert out["r1"] > 0
+    # Plain layers: double backward works.
+    t = _trainer(tmp_path, **{**TINY["dcgan"], "fused": False}, r1=1.0, steps=2)
+    assert t.train_step()["r1"] > 0
+    if HAS_FUSED:
+        with pytest.raises(ValueError, match="double backward.*--no-fused"):
+            _trainer(tmp_path, **{**TINY["dcgan"], "fused": True}, r1=1.0)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = str(tmp_path / "ck.pt")
+    atomic_save({"format": CHECKPOINT_FORMAT, "step": 1}, path)
+
+    def crash(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"format": CHECKPOINT_FORMAT, "step": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert os.listdir(tmp_path) == ["ck.pt"]  # no temporary file left behind
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_loading_refuses_bad_files(tmp_path):
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "evil": Payload()}, pickled)
+    with pytest.raises(ValueError, match="pickled objects"):
+        load_checkpoint(str(pickled))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(os.urandom(200))
+    with pytest.raises(ValueError, match="not a loadable gencore checkpoint"):
+        load_checkpoint(str(corrupt))
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="not a gencore checkpoint"):
+        load_checkpoint(str(foreign))
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(str(tmp_path / "missing.pt"))
+
+
+def test_epochs_and_wrong_data_kind(tmp_path):
+    t = _trainer(tmp_path, **TINY["dcgan"], epochs=2)
+    assert t.total_steps == 2 * (1797 // 16)
+    with pytest.raises(ValueError, match="gan2d trains on 2-D points"):
+        _trainer(tmp_path, model="gan2d", data="digits")
+    with pytest.raises(ValueError, match="trains on images"):
+        _trainer(tmp_path, **TINY["dcgan"], data="ring8")
