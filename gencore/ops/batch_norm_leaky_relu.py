@@ -271,6 +271,16 @@ class _InplaceFunction(torch.autograd.Function):
                 None, None, None, None, None, None)
 
 
+# Which channels need a kept copy depends on the weight's values: data-dependent control flow that
+# torch.compile cannot put in one graph. The in-place mode with autograd therefore runs eagerly (a graph
+# break; fullgraph=True models should use inplace=False, which compiles into the graph).
+@torch.compiler.disable
+def _apply_inplace(x, weight, bias, running_mean, running_var, training, eps, negative_slope, backend):
+    _, mean, var = _InplaceFunction.apply(x, weight, bias, running_mean, running_var, training, eps,
+                                          negative_slope, backend)
+    return mean, var
+
+
 # ---- argument checks ------------------------------------------------------------------------------------
 def _check_channel_tensor(t, x, name):
     if t is None:
@@ -358,8 +368,8 @@ def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, ru
             raise RuntimeError(f"gencore.{OP}(inplace=True): x is a leaf tensor that requires grad and cannot be "
                                "overwritten; use inplace=False or pass a non-leaf tensor (e.g. a conv output)")
         if needs_grad:
-            _, mean, var = _InplaceFunction.apply(x, weight, bias, running_mean, running_var, training, eps,
-                                                  negative_slope, name)
+            mean, var = _apply_inplace(x, weight, bias, running_mean, running_var, training, eps,
+                                       negative_slope, name)
         else:
             mean, var = _ops(name)[2](x, weight, bias, running_mean, running_var, training, eps, negative_slope)
         y = x
