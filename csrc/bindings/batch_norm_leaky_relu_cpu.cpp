@@ -38,7 +38,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& x, 
                                                            const OptTensor& running_var, bool training,
                                                            double eps, double slope) {
   const char* op = "batch_norm_leaky_relu_forward";
-  bn::check_args(x, weight, bias, running_mean, running_var, eps, slope, op);
+  bn::check_args(x, weight, bias, running_mean, running_var, eps, op);
   auto [mean, var] = bn::stats_buffers(x, running_mean, running_var, training, op);
   const bn::View v = bn::view_of(x);
   at::Tensor y = at::empty_like(v.x);
@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor> forward_inplace_cpu(const at::Tensor& x, cons
                                                        const OptTensor& running_var, bool training, double eps,
                                                        double slope) {
   const char* op = "batch_norm_leaky_relu_forward_inplace";
-  bn::check_args(x, weight, bias, running_mean, running_var, eps, slope, op);
+  bn::check_args(x, weight, bias, running_mean, running_var, eps, op);
   auto [mean, var] = bn::stats_buffers(x, running_mean, running_var, training, op);
   const bn::View v = bn::view_of(x);
   run_forward(v, v.x, weight, bias, mean, var, training, eps, slope, op);
@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
                                                              const OptTensor& bias, const at::Tensor& save_mean,
                                                              const at::Tensor& save_var, bool training,
                                                              double eps, double slope, const char* op) {
-  bn::check_args(in, weight, bias, save_mean, save_var, eps, slope, op);
+  bn::check_args(in, weight, bias, save_mean, save_var, eps, op);
   TORCH_CHECK_VALUE(!from_output || slope > 0, "gencore.", op,
                     ": rebuilding the input from the output needs negative_slope > 0, got ", slope);
   const bn::View v = bn::view_of(in);

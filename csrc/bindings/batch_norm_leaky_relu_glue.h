@@ -111,14 +111,13 @@ inline std::tuple<at::Tensor, at::Tensor> stats_buffers(const at::Tensor& x,
 
 inline void check_args(const at::Tensor& x, const c10::optional<at::Tensor>& weight,
                        const c10::optional<at::Tensor>& bias, const c10::optional<at::Tensor>& running_mean,
-                       const c10::optional<at::Tensor>& running_var, double eps, double slope, const char* op) {
+                       const c10::optional<at::Tensor>& running_var, double eps, const char* op) {
   check_input(x, op);
   check_channel(weight, x, op, "weight");
   check_channel(bias, x, op, "bias");
   check_channel(running_mean, x, op, "running_mean");
   check_channel(running_var, x, op, "running_var");
   TORCH_CHECK_VALUE(eps >= 0, "gencore.", op, ": eps must be >= 0, got ", eps);
-  TORCH_CHECK_VALUE(slope >= 0, "gencore.", op, ": negative_slope must be >= 0, got ", slope);
 }
 
 // grad_weight / grad_bias leave in weight's dtype (the statistics dtype when weight is absent).

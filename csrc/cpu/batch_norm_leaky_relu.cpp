@@ -1,7 +1,7 @@
 // BatchNorm + LeakyReLU on the CPU (DESIGN §3.1). Schedules (docs/batch_norm_leaky_relu.md):
-//  - NCS layout, many channels: one task per channel. When the channel's slice fits in half of L2 the
-//    statistics and the normalization (backward: both reductions and dx) run back to back on the
-//    slice while it is still cached, so memory sees one read and one write per element.
+//  - NCS layout, many channels: a task is a group of adjacent channels. When the group's slices fit in
+//    half of L2 the statistics and the normalization (backward: both reductions and dx) run back to
+//    back while the data is still cached, so memory sees one read and one write per element.
 //  - NCS layout, few channels: each channel's N*S values are split into chunks so both cores work;
 //    partial sums are combined per channel in chunk order, then a second parallel pass normalizes.
 //  - NSC (channels-last) layout: row ranges are tasks; each task keeps per-channel partial sums and
@@ -11,6 +11,7 @@
 // double; the variance uses sums shifted by one sample of the channel to avoid cancellation.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -25,6 +26,21 @@ constexpr int64_t kChunk = 16384;           // least values per task when a chan
 constexpr int64_t kMaxTasks = 64;           // split small-C work into at most this many tasks
 constexpr int64_t kChannelTasks = 32;       // at least this many channels: one task per channel
 constexpr int64_t kL2Budget = 1 << 20;      // bytes of one channel's streams that stay cached (L2 2 MB)
+
+constexpr int64_t kMinSpan = 1024;         // cached schedule: values per sample read contiguously
+constexpr int64_t kMinGroups = 16;          // cached schedule: at least this many tasks when C allows
+
+// Channels per task of the cached (L2-fused) NCS schedule, 0 when it does not apply. Adjacent channels
+// are grouped so that each sample contributes one contiguous span of >= kMinSpan values: short runs
+// (S = 8x8) at a stride of C*S defeat the prefetcher and the TLB. The group's slices must fit kL2Budget.
+int64_t channel_group(int64_t c, int64_t s, int64_t m, int64_t bytes_per_value) {
+  const int64_t slice = m * bytes_per_value;
+  if (c < kChannelTasks || slice > kL2Budget) return 0;
+  int64_t k = std::max<int64_t>(1, (kMinSpan + s - 1) / s);
+  k = std::min(k, kL2Budget / slice);
+  k = std::min(k, std::max<int64_t>(1, c / kMinGroups));
+  return std::max<int64_t>(k, 1);
+}
 
 int64_t chunks_per_channel(int64_t c, int64_t m) {
   if (c >= kChannelTasks) return 1;
@@ -116,17 +132,29 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
   const bool relu = slope == 0;
   Affine<C> aff(c);
   const int64_t chunks = chunks_per_channel(c, m);
-  if (training && chunks == 1 && m * static_cast<int64_t>(sizeof(S)) <= kL2Budget) {
-    // Statistics then normalization of one channel while its slice is in L2.
-#pragma omp parallel for schedule(static) if (c > 1)
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const C shift = load(x[ch * s]);
-      double s1 = 0, s2 = 0;
-      for_each_run(c, s, ch, 0, m, [&](int64_t off, int64_t len) { shifted_sums(x + off, len, shift, s1, s2); });
-      finish_stats<C>(shift, s1, s2, m, mean[ch], var[ch]);
-      aff.set(ch, weight, bias, mean[ch], var[ch], eps);
-      const C a = aff.alpha[ch], b = aff.beta[ch];
-      for_each_run(c, s, ch, 0, m, [&](int64_t off, int64_t len) { normalize_run(x + off, y + off, len, a, b, sl, relu); });
+  const int64_t group = training ? channel_group(c, s, m, sizeof(S)) : 0;
+  if (group > 0) {
+    // Statistics then normalization of a group of channels while their slices are in L2.
+    const int64_t groups = (c + group - 1) / group;
+#pragma omp parallel for schedule(static) if (groups > 1)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
+      std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          shifted_sums(x + (i * c + ch) * s, s, load(x[ch * s]), s1[ch - c0], s2[ch - c0]);
+        }
+      }
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        finish_stats<C>(load(x[ch * s]), s1[ch - c0], s2[ch - c0], m, mean[ch], var[ch]);
+        aff.set(ch, weight, bias, mean[ch], var[ch], eps);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          normalize_run(x + off, y + off, s, aff.alpha[ch], aff.beta[ch], sl, relu);
+        }
+      }
     }
     return;
   }
@@ -257,23 +285,33 @@ struct BackwardCoef {
   }
 };
 
-// dz and u for one element; FromOutput rebuilds z = y > 0 ? y : y / slope from the output.
-template <typename C, bool FromOutput>
-inline void grad_pre(C g, C v, C a, C b, C slope, C inv_slope, bool relu, C& dz, C& u) {
+// How the backward sees the activation: from the input x with LeakyReLU or with ReLU (dz = 0 exactly where
+// pre <= 0, as torch's threshold_backward, even for an inf/NaN incoming gradient), or from the output y.
+constexpr int kFromInput = 0;
+constexpr int kFromInputRelu = 1;
+constexpr int kFromOutput = 2;
+
+// dz and u for one element; kFromOutput rebuilds z = y > 0 ? y : y / slope from the output.
+template <typename C, int Mode>
+inline void grad_pre(C g, C v, C a, C b, C slope, C inv_slope, C& dz, C& u) {
   bool pos;
-  if constexpr (FromOutput) {
+  if constexpr (Mode == kFromOutput) {
     pos = v > C(0);
     u = pos ? v : v * inv_slope;
   } else {
     pos = v * a + b > C(0);
     u = v;
   }
-  dz = pos ? g : (relu ? C(0) : g * slope);
+  if constexpr (Mode == kFromInputRelu) {
+    dz = pos ? g : C(0);
+  } else {
+    dz = pos ? g : g * slope;
+  }
 }
 
-template <typename S, bool FromOutput>
+template <typename S, int Mode>
 void bwd_sums_run(const S* dy, const S* in, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> center,
-                  compute_t<S> slope, compute_t<S> inv_slope, bool relu, double& s1, double& s2) {
+                  compute_t<S> slope, compute_t<S> inv_slope, double& s1, double& s2) {
   using C = compute_t<S>;
   for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
     const int64_t e = std::min(len, b0 + kBlock);
@@ -281,7 +319,7 @@ void bwd_sums_run(const S* dy, const S* in, int64_t len, compute_t<S> a, compute
 #pragma omp simd reduction(+ : a1, a2)
     for (int64_t i = b0; i < e; ++i) {
       C dz, u;
-      grad_pre<C, FromOutput>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, relu, dz, u);
+      grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
       a1 += dz;
       a2 += dz * (u - center);
     }
@@ -291,23 +329,23 @@ void bwd_sums_run(const S* dy, const S* in, int64_t len, compute_t<S> a, compute
 }
 
 // dx for one run; training == false is dx = a * dz (k2 = k0 = 0 give the same, but this skips work).
-template <typename S, bool FromOutput>
+template <typename S, int Mode>
 void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
                 compute_t<S> center, compute_t<S> k2, compute_t<S> k0, compute_t<S> slope,
-                compute_t<S> inv_slope, bool relu) {
+                compute_t<S> inv_slope) {
   using C = compute_t<S>;
 #pragma omp simd
   for (int64_t i = 0; i < len; ++i) {
     C dz, u;
-    grad_pre<C, FromOutput>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, relu, dz, u);
+    grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
     dx[i] = store<S>(a * dz - k2 * (u - center) + k0);
   }
 }
 
 // Eval mode: dx = a * dz and both sums in one pass.
-template <typename S, bool FromOutput>
+template <typename S, int Mode>
 void bwd_eval_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
-                  compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope, bool relu, double& s1,
+                  compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope, double& s1,
                   double& s2) {
   using C = compute_t<S>;
   for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
@@ -316,7 +354,7 @@ void bwd_eval_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, 
 #pragma omp simd reduction(+ : a1, a2)
     for (int64_t i = b0; i < e; ++i) {
       C dz, u;
-      grad_pre<C, FromOutput>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, relu, dz, u);
+      grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
       a1 += dz;
       a2 += dz * (u - center);
       dx[i] = store<S>(a * dz);
@@ -326,7 +364,7 @@ void bwd_eval_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, 
   }
 }
 
-template <typename S, bool FromOutput>
+template <typename S, int Mode>
 void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
                   const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
                   compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s, bool training, double eps,
@@ -334,25 +372,33 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
   using C = compute_t<S>;
   const int64_t m = n * s;
   const C sl = static_cast<C>(slope);
-  const C isl = FromOutput ? static_cast<C>(1.0 / slope) : C(0);
-  const bool relu = slope == 0;
+  const C isl = Mode == kFromOutput ? static_cast<C>(1.0 / slope) : C(0);
   BackwardCoef<C> k(c);
-  for (int64_t ch = 0; ch < c; ++ch) k.set(ch, FromOutput, weight, bias, mean, var, eps);
+  for (int64_t ch = 0; ch < c; ++ch) k.set(ch, Mode == kFromOutput, weight, bias, mean, var, eps);
   const int64_t chunks = chunks_per_channel(c, m);
-  if (training && chunks == 1 && 2 * m * static_cast<int64_t>(sizeof(S)) <= kL2Budget) {
-    // Both reductions, then dx, while the channel's dy and x slices are in L2.
-#pragma omp parallel for schedule(static) if (c > 1)
-    for (int64_t ch = 0; ch < c; ++ch) {
-      const C a = k.a[ch], b = k.b[ch], center = k.center[ch];
-      double s1 = 0, s2 = 0;
-      for_each_run(c, s, ch, 0, m, [&](int64_t off, int64_t len) {
-        bwd_sums_run<S, FromOutput>(dy + off, in + off, len, a, b, center, sl, isl, relu, s1, s2);
-      });
-      k.finish(ch, s1, s2, m, true, grad_weight, grad_bias);
-      const C k2 = k.k2[ch], k0 = k.k0[ch];
-      for_each_run(c, s, ch, 0, m, [&](int64_t off, int64_t len) {
-        bwd_dx_run<S, FromOutput>(dy + off, in + off, dx + off, len, a, b, center, k2, k0, sl, isl, relu);
-      });
+  const int64_t group = training ? channel_group(c, s, m, 2 * sizeof(S)) : 0;
+  if (group > 0) {
+    // Both reductions, then dx, while a group of channels' dy and input slices are in L2.
+    const int64_t groups = (c + group - 1) / group;
+#pragma omp parallel for schedule(static) if (groups > 1)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
+      std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          bwd_sums_run<S, Mode>(dy + off, in + off, s, k.a[ch], k.b[ch], k.center[ch], sl, isl, s1[ch - c0],
+                                s2[ch - c0]);
+        }
+      }
+      for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], m, true, grad_weight, grad_bias);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          bwd_dx_run<S, Mode>(dy + off, in + off, dx + off, s, k.a[ch], k.b[ch], k.center[ch], k.k2[ch], k.k0[ch],
+                              sl, isl);
+        }
+      }
     }
     return;
   }
@@ -365,9 +411,9 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
     double s1 = 0, s2 = 0;
     for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks, [&](int64_t off, int64_t len) {
       if (training) {
-        bwd_sums_run<S, FromOutput>(dy + off, in + off, len, a, b, center, sl, isl, relu, s1, s2);
+        bwd_sums_run<S, Mode>(dy + off, in + off, len, a, b, center, sl, isl, s1, s2);
       } else {
-        bwd_eval_run<S, FromOutput>(dy + off, in + off, dx + off, len, a, b, center, sl, isl, relu, s1, s2);
+        bwd_eval_run<S, Mode>(dy + off, in + off, dx + off, len, a, b, center, sl, isl, s1, s2);
       }
     });
     p1[t] = s1;
@@ -387,12 +433,12 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
     const int64_t ch = t / chunks, q = t % chunks;
     const C a = k.a[ch], b = k.b[ch], center = k.center[ch], k2 = k.k2[ch], k0 = k.k0[ch];
     for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks, [&](int64_t off, int64_t len) {
-      bwd_dx_run<S, FromOutput>(dy + off, in + off, dx + off, len, a, b, center, k2, k0, sl, isl, relu);
+      bwd_dx_run<S, Mode>(dy + off, in + off, dx + off, len, a, b, center, k2, k0, sl, isl);
     });
   }
 }
 
-template <typename S, bool FromOutput>
+template <typename S, int Mode>
 void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
                   const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
                   compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s, bool training, double eps,
@@ -400,10 +446,9 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
   using C = compute_t<S>;
   const int64_t rows = n * s;
   const C sl = static_cast<C>(slope);
-  const C isl = FromOutput ? static_cast<C>(1.0 / slope) : C(0);
-  const bool relu = slope == 0;
+  const C isl = Mode == kFromOutput ? static_cast<C>(1.0 / slope) : C(0);
   BackwardCoef<C> k(c);
-  for (int64_t ch = 0; ch < c; ++ch) k.set(ch, FromOutput, weight, bias, mean, var, eps);
+  for (int64_t ch = 0; ch < c; ++ch) k.set(ch, Mode == kFromOutput, weight, bias, mean, var, eps);
   const C* ka = k.a.data();
   const C* kb = k.b.data();
   const C* kc = k.center.data();
@@ -428,7 +473,7 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
 #pragma omp simd
         for (int64_t ch = 0; ch < c; ++ch) {
           C dz, u;
-          grad_pre<C, FromOutput>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], sl, isl, relu, dz, u);
+          grad_pre<C, Mode>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], sl, isl, dz, u);
           a1[ch] += dz;
           a2[ch] += dz * (u - kc[ch]);
           if (!training) out[ch] = store<S>(ka[ch] * dz);
@@ -461,7 +506,7 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
 #pragma omp simd
       for (int64_t ch = 0; ch < c; ++ch) {
         C dz, u;
-        grad_pre<C, FromOutput>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], sl, isl, relu, dz, u);
+        grad_pre<C, Mode>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], sl, isl, dz, u);
         out[ch] = store<S>(ka[ch] * dz - k2[ch] * (u - kc[ch]) + k0[ch]);
       }
     }
@@ -494,18 +539,21 @@ void batch_norm_leaky_relu_backward(const S* dy, const S* in, bool from_output, 
     std::fill(grad_bias, grad_bias + c, compute_t<S>(0));
     return;
   }
-  if (channels_last) {
-    if (from_output) {
-      backward_nsc<S, true>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
+  const int mode = from_output ? kFromOutput : (slope == 0 ? kFromInputRelu : kFromInput);
+  auto run = [&](auto mode_tag) {
+    constexpr int M = decltype(mode_tag)::value;
+    if (channels_last) {
+      backward_nsc<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
     } else {
-      backward_nsc<S, false>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
+      backward_ncs<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
     }
+  };
+  if (mode == kFromOutput) {
+    run(std::integral_constant<int, kFromOutput>{});
+  } else if (mode == kFromInputRelu) {
+    run(std::integral_constant<int, kFromInputRelu>{});
   } else {
-    if (from_output) {
-      backward_ncs<S, true>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
-    } else {
-      backward_ncs<S, false>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
-    }
+    run(std::integral_constant<int, kFromInput>{});
   }
 }
 
