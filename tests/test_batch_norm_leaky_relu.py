@@ -95,7 +95,7 @@ def check_step(ref, fused, x, dtype, what, train=True):
     assert_close(xf.grad, xr.grad, dtype, f"{what} dx", scale=4.0)
     if fused.affine:
         m = x.numel() // x.shape[1]
-        scale = max(1.0, m ** 0.5)
+        scale = 4 * max(1.0, m ** 0.5)  # a sum of m rounded terms (PyTorch's own channels-last BN needs the 4)
         assert_close(fused.weight.grad, ref[0].weight.grad, dtype, f"{what} dweight", scale=scale)
         assert_close(fused.bias.grad, ref[0].bias.grad, dtype, f"{what} dbias", scale=scale)
         fused.weight.grad = fused.bias.grad = None
