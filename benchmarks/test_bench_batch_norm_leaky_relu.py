@@ -4,7 +4,10 @@ the same, at the DCGAN discriminator's shapes, plus activation memory of a DCGAN
 Every timing carries extra_info (benchmarks/conftest.py) with `bytes` = what the op must move at minimum
 (forward: read x, write y; forward+backward: that plus read dy and x, write dx) and `floor_ms`, the time
 three passes over x take at this machine's copy bandwidth (the forward target is within 1.5x of it).
-Compare providers as ratios inside one run: `python -m benchmarks.report <saved json>`.
+Compare providers as ratios inside one run. Fresh large outputs pay page faults under glibc malloc
+(every tensor >= 32 MB is a new mmap); running with an allocator that reuses memory
+(tcmalloc via LD_PRELOAD, or GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295)
+shows the kernels rather than the allocator. extra_info["allocator"] says which one ran.
 """
 import pytest
 import torch
@@ -19,7 +22,6 @@ SHAPES = [(n, c, hw, hw) for n in (64, 128) for c, hw in ((128, 32), (256, 16), 
 DTYPES = [torch.float32, torch.bfloat16]
 SLOPES = [0.2, 0.0]
 MODES = ["forward", "forward+backward"]
-_compiled = {}
 
 
 def providers(device):
@@ -34,10 +36,10 @@ def make_layer(provider, channels, slope, device, dtype):
         layer = BatchNormLeakyReLU2d(channels, negative_slope=slope, backend=provider.removeprefix("gencore-"))
     layer = layer.to(device)  # float32 parameters with bfloat16 input: mixed BatchNorm, as under autocast
     if provider == "compile":
-        key = (channels, slope, device, dtype)
-        if key not in _compiled:
-            _compiled[key] = torch.compile(layer)
-        return _compiled[key]
+        # A fresh dynamo cache per case: dozens of shapes through one Sequential.forward would hit the
+        # recompile limit and silently fall back to eager. run_benchmark's warm-up calls compile it.
+        torch._dynamo.reset()
+        return torch.compile(layer)
     return layer
 
 
