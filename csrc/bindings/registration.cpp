@@ -21,6 +21,19 @@
 TORCH_LIBRARY(gencore, m) {
   m.def("kl_normal(Tensor mu, Tensor logvar, str reduction) -> Tensor");
   m.def("kl_normal_backward(Tensor grad, Tensor mu, Tensor logvar, str reduction) -> (Tensor, Tensor)");
+  // batch_norm_leaky_relu (DESIGN §3.1, BN_CONTRACT.md): functional forward/backward, plus the in-place
+  // (memory-saving) pair whose backward rebuilds the input from the output.
+  m.def("batch_norm_leaky_relu_forward(Tensor x, Tensor? weight, Tensor? bias, Tensor? running_mean, "
+        "Tensor? running_var, bool training, float eps, float negative_slope) -> (Tensor, Tensor, Tensor)");
+  m.def("batch_norm_leaky_relu_backward(Tensor grad_y, Tensor x, Tensor? weight, Tensor? bias, "
+        "Tensor save_mean, Tensor save_var, bool training, float eps, float negative_slope) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("batch_norm_leaky_relu_forward_inplace(Tensor(a!) x, Tensor? weight, Tensor? bias, "
+        "Tensor? running_mean, Tensor? running_var, bool training, float eps, float negative_slope) "
+        "-> (Tensor, Tensor)");
+  m.def("batch_norm_leaky_relu_backward_from_output(Tensor grad_y, Tensor y, Tensor? weight, Tensor? bias, "
+        "Tensor save_mean, Tensor save_var, bool training, float eps, float negative_slope) "
+        "-> (Tensor, Tensor, Tensor)");
 }
 
 namespace {

@@ -22,4 +22,31 @@ template <typename S>
 void kl_normal_backward(const S* grad, int64_t grad_stride, double scale, const S* mu, const S* logvar,
                         S* dmu, S* dlogvar, int64_t n);
 
+// ---- BatchNorm + LeakyReLU (DESIGN §3.1) ------------------------------------------------------------
+// x is viewed as (n, c, s): layout NCS (channels_last == false: x[(i * c + ch) * s + j]) or NSC
+// (channels_last == true: x[(i * s + j) * c + ch]). Per-channel arrays (weight, bias, mean, var,
+// grad_weight, grad_bias) have c entries of the compute type (float, or double for double storage);
+// weight / bias may be null (affine=False: weight 1, bias 0).
+//
+// Forward: training == true computes the batch mean and *biased* variance into mean / var, then
+// normalizes with them; training == false reads mean / var (the running statistics) and normalizes.
+// y = leaky_relu((x - mean) / sqrt(var + eps) * weight + bias, slope); slope == 0 is ReLU exactly
+// (relu(-inf) = 0). y may equal x (in-place mode).
+template <typename S>
+void batch_norm_leaky_relu_forward(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias,
+                                   compute_t<S>* mean, compute_t<S>* var, int64_t n, int64_t c, int64_t s,
+                                   bool channels_last, bool training, double eps, double slope);
+
+// Backward. from_output == false: `in` is the forward input x. from_output == true: `in` is the forward
+// output y (in-place mode, slope > 0), from which z = y > 0 ? y : y / slope and x̂ = (z - bias) / weight
+// are rebuilt; channels whose weight is 0 give non-finite results there (the caller recomputes them).
+// mean / var are the statistics the forward normalized with. Writes dx (not aliasing dy or in),
+// grad_weight = Σ dz·x̂, grad_bias = Σ dz, where dz = dy · (pre > 0 ? 1 : slope).
+template <typename S>
+void batch_norm_leaky_relu_backward(const S* dy, const S* in, bool from_output, const compute_t<S>* weight,
+                                    const compute_t<S>* bias, const compute_t<S>* mean,
+                                    const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
+                                    compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s,
+                                    bool channels_last, bool training, double eps, double slope);
+
 }  // namespace gencore::cpu

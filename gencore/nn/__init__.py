@@ -1,4 +1,7 @@
 """Drop-in modules built on gencore.ops."""
 from gencore.nn.losses import KLDivergence
+from gencore.nn.batchnorm import (BatchNormLeakyReLU1d, BatchNormLeakyReLU2d, BatchNormLeakyReLU3d,
+                                  fuse_batchnorm_activations)
 
-__all__ = ["KLDivergence"]
+__all__ = ["KLDivergence", "BatchNormLeakyReLU1d", "BatchNormLeakyReLU2d", "BatchNormLeakyReLU3d",
+           "fuse_batchnorm_activations"]

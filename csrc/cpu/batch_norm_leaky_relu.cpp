@@ -1,0 +1,574 @@
+// BatchNorm + LeakyReLU on the CPU (DESIGN §3.1). Schedules (docs/batch_norm_leaky_relu.md):
+//  - NCS layout, many channels: a task is a group of adjacent channels. When the group's slices fit in
+//    half of L2 the statistics and the normalization (backward: both reductions and dx) run back to
+//    back while the data is still cached, so memory sees one read and one write per element.
+//  - NCS layout, few channels: each channel's N*S values are split into chunks so both cores work;
+//    partial sums are combined per channel in chunk order, then a second parallel pass normalizes.
+//  - NSC (channels-last) layout: row ranges are tasks; each task keeps per-channel partial sums and
+//    the inner loop runs over channels (contiguous). Then one elementwise pass.
+// Task counts depend only on the shape, never on the thread count, so results are deterministic.
+// Sums are taken in compute-type SIMD lanes over blocks of at most kBlock values, blocks are added in
+// double; the variance uses sums shifted by one sample of the channel to avoid cancellation.
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/kernels.h"
+
+namespace gencore::cpu {
+
+namespace {
+
+constexpr int64_t kBlock = 2048;            // values per SIMD-lane partial sum
+constexpr int64_t kRowBlock = 256;          // NSC rows per lane partial sum
+constexpr int64_t kChunk = 16384;           // least values per task when a channel is split
+constexpr int64_t kMaxTasks = 64;           // split small-C work into at most this many tasks
+constexpr int64_t kChannelTasks = 32;       // at least this many channels: one task per channel
+constexpr int64_t kL2Budget = 1 << 20;      // bytes of one channel's streams that stay cached (L2 2 MB)
+
+constexpr int64_t kMinSpan = 1024;         // cached schedule: values per sample read contiguously
+constexpr int64_t kMinGroups = 16;          // cached schedule: at least this many tasks when C allows
+
+// Channels per task of the cached (L2-fused) NCS schedule, 0 when it does not apply. Adjacent channels
+// are grouped so that each sample contributes one contiguous span of >= kMinSpan values: short runs
+// (S = 8x8) at a stride of C*S defeat the prefetcher and the TLB. The group's slices must fit kL2Budget.
+int64_t channel_group(int64_t c, int64_t s, int64_t m, int64_t bytes_per_value) {
+  const int64_t slice = m * bytes_per_value;
+  if (c < kChannelTasks || slice > kL2Budget) return 0;
+  int64_t k = std::max<int64_t>(1, (kMinSpan + s - 1) / s);
+  k = std::min(k, kL2Budget / slice);
+  k = std::min(k, std::max<int64_t>(1, c / kMinGroups));
+  return std::max<int64_t>(k, 1);
+}
+
+int64_t chunks_per_channel(int64_t c, int64_t m) {
+  if (c >= kChannelTasks) return 1;
+  const int64_t by_size = (m + kChunk - 1) / kChunk;
+  const int64_t by_tasks = (kMaxTasks + c - 1) / c;
+  return std::max<int64_t>(1, std::min(by_size, by_tasks));
+}
+
+int64_t row_tasks(int64_t rows, int64_t c) {
+  const int64_t by_size = (rows * c + kChunk - 1) / kChunk;
+  return std::max<int64_t>(1, std::min({by_size, kMaxTasks, rows}));
+}
+
+// Calls f(offset, len) for each contiguous run of channel ch's values [j0, j1) (j = i * s + k) in NCS.
+template <typename F>
+inline void for_each_run(int64_t c, int64_t s, int64_t ch, int64_t j0, int64_t j1, F&& f) {
+  int64_t j = j0;
+  while (j < j1) {
+    const int64_t i = j / s;
+    const int64_t k = j - i * s;
+    const int64_t len = std::min(s - k, j1 - j);
+    f((i * c + ch) * s + k, len);
+    j += len;
+  }
+}
+
+// The activation. slope == 0 is ReLU exactly: relu(-inf) = 0 and relu(NaN) = NaN (v * 0 would differ).
+template <typename C>
+inline C activate(C v, C slope, bool relu) {
+  const C neg = relu ? (v != v ? v : C(0)) : v * slope;
+  return v > C(0) ? v : neg;
+}
+
+template <typename S>
+void shifted_sums(const S* p, int64_t len, compute_t<S> shift, double& s1, double& s2) {
+  using C = compute_t<S>;
+  for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
+    const int64_t e = std::min(len, b0 + kBlock);
+    C a1 = 0, a2 = 0;
+#pragma omp simd reduction(+ : a1, a2)
+    for (int64_t i = b0; i < e; ++i) {
+      const C d = load(p[i]) - shift;
+      a1 += d;
+      a2 += d * d;
+    }
+    s1 += static_cast<double>(a1);
+    s2 += static_cast<double>(a2);
+  }
+}
+
+template <typename S>
+void normalize_run(const S* p, S* q, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> slope, bool relu) {
+  using C = compute_t<S>;
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) {
+    q[i] = store<S>(activate<C>(load(p[i]) * a + b, slope, relu));
+  }
+}
+
+// Mean and biased variance from sums of (x - shift) over m values (NaN stays NaN).
+template <typename C>
+inline void finish_stats(double shift, double s1, double s2, int64_t m, C& mean, C& var) {
+  const double d = s1 / static_cast<double>(m);
+  const double v = s2 / static_cast<double>(m) - d * d;
+  mean = static_cast<C>(shift + d);
+  var = static_cast<C>(v < 0 ? 0.0 : v);
+}
+
+// y = activate(x * alpha + beta): the per-channel affine form of the normalization.
+template <typename C>
+struct Affine {
+  std::vector<C> alpha, beta;
+  explicit Affine(int64_t c) : alpha(static_cast<size_t>(c)), beta(static_cast<size_t>(c)) {}
+  void set(int64_t ch, const C* weight, const C* bias, C mean, C var, double eps) {
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(var) + eps);
+    const C w = weight ? weight[ch] : C(1);
+    const C b = bias ? bias[ch] : C(0);
+    alpha[ch] = static_cast<C>(w * invstd);
+    beta[ch] = b - mean * alpha[ch];
+  }
+};
+
+template <typename S>
+void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias, compute_t<S>* mean,
+                 compute_t<S>* var, int64_t n, int64_t c, int64_t s, bool training, double eps, double slope) {
+  using C = compute_t<S>;
+  const int64_t m = n * s;
+  const C sl = static_cast<C>(slope);
+  const bool relu = slope == 0;
+  Affine<C> aff(c);
+  const int64_t chunks = chunks_per_channel(c, m);
+  const int64_t group = training ? channel_group(c, s, m, sizeof(S)) : 0;
+  if (group > 0) {
+    // Statistics then normalization of a group of channels while their slices are in L2.
+    const int64_t groups = (c + group - 1) / group;
+#pragma omp parallel for schedule(static) if (groups > 1)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
+      std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          shifted_sums(x + (i * c + ch) * s, s, load(x[ch * s]), s1[ch - c0], s2[ch - c0]);
+        }
+      }
+      for (int64_t ch = c0; ch < c1; ++ch) {
+        finish_stats<C>(load(x[ch * s]), s1[ch - c0], s2[ch - c0], m, mean[ch], var[ch]);
+        aff.set(ch, weight, bias, mean[ch], var[ch], eps);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          normalize_run(x + off, y + off, s, aff.alpha[ch], aff.beta[ch], sl, relu);
+        }
+      }
+    }
+    return;
+  }
+  const int64_t tasks = c * chunks;
+  if (training) {
+    std::vector<double> p1(static_cast<size_t>(tasks)), p2(static_cast<size_t>(tasks));
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t ch = t / chunks, q = t % chunks;
+      const C shift = load(x[ch * s]);
+      double s1 = 0, s2 = 0;
+      for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks,
+                   [&](int64_t off, int64_t len) { shifted_sums(x + off, len, shift, s1, s2); });
+      p1[t] = s1;
+      p2[t] = s2;
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double s1 = 0, s2 = 0;
+      for (int64_t q = 0; q < chunks; ++q) {
+        s1 += p1[ch * chunks + q];
+        s2 += p2[ch * chunks + q];
+      }
+      finish_stats<C>(load(x[ch * s]), s1, s2, m, mean[ch], var[ch]);
+    }
+  }
+  for (int64_t ch = 0; ch < c; ++ch) aff.set(ch, weight, bias, mean[ch], var[ch], eps);
+#pragma omp parallel for schedule(static) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t ch = t / chunks, q = t % chunks;
+    const C a = aff.alpha[ch], b = aff.beta[ch];
+    for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks,
+                 [&](int64_t off, int64_t len) { normalize_run(x + off, y + off, len, a, b, sl, relu); });
+  }
+}
+
+template <typename S>
+void forward_nsc(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias, compute_t<S>* mean,
+                 compute_t<S>* var, int64_t n, int64_t c, int64_t s, bool training, double eps, double slope) {
+  using C = compute_t<S>;
+  const int64_t rows = n * s;
+  const C sl = static_cast<C>(slope);
+  const bool relu = slope == 0;
+  const int64_t tasks = row_tasks(rows, c);
+  if (training) {
+    std::vector<C> shift(static_cast<size_t>(c));
+    for (int64_t ch = 0; ch < c; ++ch) shift[ch] = load(x[ch]);
+    std::vector<double> p1(static_cast<size_t>(tasks * c)), p2(static_cast<size_t>(tasks * c));
+    const C* k = shift.data();
+#pragma omp parallel for schedule(static) if (tasks > 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      std::vector<C> f1(static_cast<size_t>(c)), f2(static_cast<size_t>(c));
+      C* a1 = f1.data();
+      C* a2 = f2.data();
+      double* d1 = p1.data() + t * c;
+      double* d2 = p2.data() + t * c;
+      const int64_t r1 = rows * (t + 1) / tasks;
+      for (int64_t r = rows * t / tasks; r < r1; r += kRowBlock) {
+        const int64_t re = std::min(r1, r + kRowBlock);
+        std::fill(f1.begin(), f1.end(), C(0));
+        std::fill(f2.begin(), f2.end(), C(0));
+        for (int64_t rr = r; rr < re; ++rr) {
+          const S* row = x + rr * c;
+#pragma omp simd
+          for (int64_t ch = 0; ch < c; ++ch) {
+            const C d = load(row[ch]) - k[ch];
+            a1[ch] += d;
+            a2[ch] += d * d;
+          }
+        }
+        for (int64_t ch = 0; ch < c; ++ch) {
+          d1[ch] += static_cast<double>(a1[ch]);
+          d2[ch] += static_cast<double>(a2[ch]);
+        }
+      }
+    }
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double s1 = 0, s2 = 0;
+      for (int64_t t = 0; t < tasks; ++t) {
+        s1 += p1[t * c + ch];
+        s2 += p2[t * c + ch];
+      }
+      finish_stats<C>(shift[ch], s1, s2, rows, mean[ch], var[ch]);
+    }
+  }
+  Affine<C> aff(c);
+  for (int64_t ch = 0; ch < c; ++ch) aff.set(ch, weight, bias, mean[ch], var[ch], eps);
+  const C* a = aff.alpha.data();
+  const C* b = aff.beta.data();
+#pragma omp parallel for schedule(static) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t r1 = rows * (t + 1) / tasks;
+    for (int64_t r = rows * t / tasks; r < r1; ++r) {
+      const S* row = x + r * c;
+      S* out = y + r * c;
+#pragma omp simd
+      for (int64_t ch = 0; ch < c; ++ch) out[ch] = store<S>(activate<C>(load(row[ch]) * a[ch] + b[ch], sl, relu));
+    }
+  }
+}
+
+// ---- backward ---------------------------------------------------------------------------------------
+// Per channel: a = w * invstd, b = bias - mean * a (so pre = x * a + b, bit-identical to the forward),
+// u = the value x̂ is affine in (x, or z rebuilt from y), center / uscale with x̂ = (u - center) * uscale.
+// dx (training) = a * dz - k2 * (u - center) + k0 with k2 = a * uscale * Σdz·x̂ / m, k0 = -a * Σdz / m.
+template <typename C>
+struct BackwardCoef {
+  std::vector<C> a, b, center, uscale, k2, k0;
+  explicit BackwardCoef(int64_t c)
+      : a(c), b(c), center(c), uscale(c), k2(c, C(0)), k0(c, C(0)) {}
+  void set(int64_t ch, bool from_output, const C* weight, const C* bias, const C* mean, const C* var, double eps) {
+    const double invstd = 1.0 / std::sqrt(static_cast<double>(var[ch]) + eps);
+    const double w = weight ? static_cast<double>(weight[ch]) : 1.0;
+    const C bb = bias ? bias[ch] : C(0);
+    a[ch] = static_cast<C>(w * invstd);
+    b[ch] = bb - mean[ch] * a[ch];
+    center[ch] = from_output ? bb : mean[ch];
+    uscale[ch] = static_cast<C>(from_output ? 1.0 / w : invstd);
+  }
+  // From the two channel sums: grad_weight, grad_bias and the dx coefficients.
+  void finish(int64_t ch, double sdz, double sdzu, int64_t m, bool training, C* grad_weight, C* grad_bias) {
+    const double gw = sdzu * static_cast<double>(uscale[ch]);
+    grad_weight[ch] = static_cast<C>(gw);
+    grad_bias[ch] = static_cast<C>(sdz);
+    if (training) {
+      k2[ch] = static_cast<C>(static_cast<double>(a[ch]) * uscale[ch] * gw / static_cast<double>(m));
+      k0[ch] = static_cast<C>(-static_cast<double>(a[ch]) * sdz / static_cast<double>(m));
+    }
+  }
+};
+
+// How the backward sees the activation: from the input x with LeakyReLU or with ReLU (dz = 0 exactly where
+// pre <= 0, as torch's threshold_backward, even for an inf/NaN incoming gradient), or from the output y.
+constexpr int kFromInput = 0;
+constexpr int kFromInputRelu = 1;
+constexpr int kFromOutput = 2;
+
+// dz and u for one element; kFromOutput rebuilds z = y > 0 ? y : y / slope from the output.
+template <typename C, int Mode>
+inline void grad_pre(C g, C v, C a, C b, C slope, C inv_slope, C& dz, C& u) {
+  bool pos;
+  if constexpr (Mode == kFromOutput) {
+    pos = v > C(0);
+    u = pos ? v : v * inv_slope;
+  } else {
+    pos = v * a + b > C(0);
+    u = v;
+  }
+  if constexpr (Mode == kFromInputRelu) {
+    dz = pos ? g : C(0);
+  } else {
+    dz = pos ? g : g * slope;
+  }
+}
+
+template <typename S, int Mode>
+void bwd_sums_run(const S* dy, const S* in, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> center,
+                  compute_t<S> slope, compute_t<S> inv_slope, double& s1, double& s2) {
+  using C = compute_t<S>;
+  for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
+    const int64_t e = std::min(len, b0 + kBlock);
+    C a1 = 0, a2 = 0;
+#pragma omp simd reduction(+ : a1, a2)
+    for (int64_t i = b0; i < e; ++i) {
+      C dz, u;
+      grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
+      a1 += dz;
+      a2 += dz * (u - center);
+    }
+    s1 += static_cast<double>(a1);
+    s2 += static_cast<double>(a2);
+  }
+}
+
+// dx for one run; training == false is dx = a * dz (k2 = k0 = 0 give the same, but this skips work).
+template <typename S, int Mode>
+void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
+                compute_t<S> center, compute_t<S> k2, compute_t<S> k0, compute_t<S> slope,
+                compute_t<S> inv_slope) {
+  using C = compute_t<S>;
+#pragma omp simd
+  for (int64_t i = 0; i < len; ++i) {
+    C dz, u;
+    grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
+    dx[i] = store<S>(a * dz - k2 * (u - center) + k0);
+  }
+}
+
+// Eval mode: dx = a * dz and both sums in one pass.
+template <typename S, int Mode>
+void bwd_eval_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
+                  compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope, double& s1,
+                  double& s2) {
+  using C = compute_t<S>;
+  for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
+    const int64_t e = std::min(len, b0 + kBlock);
+    C a1 = 0, a2 = 0;
+#pragma omp simd reduction(+ : a1, a2)
+    for (int64_t i = b0; i < e; ++i) {
+      C dz, u;
+      grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
+      a1 += dz;
+      a2 += dz * (u - center);
+      dx[i] = store<S>(a * dz);
+    }
+    s1 += static_cast<double>(a1);
+    s2 += static_cast<double>(a2);
+  }
+}
+
+template <typename S, int Mode>
+void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
+                  const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
+                  compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s, bool training, double eps,
+                  double slope) {
+  using C = compute_t<S>;
+  const int64_t m = n * s;
+  const C sl = static_cast<C>(slope);
+  const C isl = Mode == kFromOutput ? static_cast<C>(1.0 / slope) : C(0);
+  BackwardCoef<C> k(c);
+  for (int64_t ch = 0; ch < c; ++ch) k.set(ch, Mode == kFromOutput, weight, bias, mean, var, eps);
+  const int64_t chunks = chunks_per_channel(c, m);
+  const int64_t group = training ? channel_group(c, s, m, 2 * sizeof(S)) : 0;
+  if (group > 0) {
+    // Both reductions, then dx, while a group of channels' dy and input slices are in L2.
+    const int64_t groups = (c + group - 1) / group;
+#pragma omp parallel for schedule(static) if (groups > 1)
+    for (int64_t gi = 0; gi < groups; ++gi) {
+      const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
+      std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          bwd_sums_run<S, Mode>(dy + off, in + off, s, k.a[ch], k.b[ch], k.center[ch], sl, isl, s1[ch - c0],
+                                s2[ch - c0]);
+        }
+      }
+      for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], m, true, grad_weight, grad_bias);
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          bwd_dx_run<S, Mode>(dy + off, in + off, dx + off, s, k.a[ch], k.b[ch], k.center[ch], k.k2[ch], k.k0[ch],
+                              sl, isl);
+        }
+      }
+    }
+    return;
+  }
+  const int64_t tasks = c * chunks;
+  std::vector<double> p1(static_cast<size_t>(tasks)), p2(static_cast<size_t>(tasks));
+#pragma omp parallel for schedule(static) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t ch = t / chunks, q = t % chunks;
+    const C a = k.a[ch], b = k.b[ch], center = k.center[ch];
+    double s1 = 0, s2 = 0;
+    for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks, [&](int64_t off, int64_t len) {
+      if (training) {
+        bwd_sums_run<S, Mode>(dy + off, in + off, len, a, b, center, sl, isl, s1, s2);
+      } else {
+        bwd_eval_run<S, Mode>(dy + off, in + off, dx + off, len, a, b, center, sl, isl, s1, s2);
+      }
+    });
+    p1[t] = s1;
+    p2[t] = s2;
+  }
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double s1 = 0, s2 = 0;
+    for (int64_t q = 0; q < chunks; ++q) {
+      s1 += p1[ch * chunks + q];
+      s2 += p2[ch * chunks + q];
+    }
+    k.finish(ch, s1, s2, m, training, grad_weight, grad_bias);
+  }
+  if (!training) return;
+#pragma omp parallel for schedule(static) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t ch = t / chunks, q = t % chunks;
+    const C a = k.a[ch], b = k.b[ch], center = k.center[ch], k2 = k.k2[ch], k0 = k.k0[ch];
+    for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks, [&](int64_t off, int64_t len) {
+      bwd_dx_run<S, Mode>(dy + off, in + off, dx + off, len, a, b, center, k2, k0, sl, isl);
+    });
+  }
+}
+
+template <typename S, int Mode>
+void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
+                  const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
+                  compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s, bool training, double eps,
+                  double slope) {
+  using C = compute_t<S>;
+  const int64_t rows = n * s;
+  const C sl = static_cast<C>(slope);
+  const C isl = Mode == kFromOutput ? static_cast<C>(1.0 / slope) : C(0);
+  BackwardCoef<C> k(c);
+  for (int64_t ch = 0; ch < c; ++ch) k.set(ch, Mode == kFromOutput, weight, bias, mean, var, eps);
+  const C* ka = k.a.data();
+  const C* kb = k.b.data();
+  const C* kc = k.center.data();
+  const int64_t tasks = row_tasks(rows, c);
+  std::vector<double> p1(static_cast<size_t>(tasks * c)), p2(static_cast<size_t>(tasks * c));
+#pragma omp parallel for schedule(static) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    std::vector<C> f1(static_cast<size_t>(c)), f2(static_cast<size_t>(c));
+    C* a1 = f1.data();
+    C* a2 = f2.data();
+    double* d1 = p1.data() + t * c;
+    double* d2 = p2.data() + t * c;
+    const int64_t r1 = rows * (t + 1) / tasks;
+    for (int64_t r = rows * t / tasks; r < r1; r += kRowBlock) {
+      const int64_t re = std::min(r1, r + kRowBlock);
+      std::fill(f1.begin(), f1.end(), C(0));
+      std::fill(f2.begin(), f2.end(), C(0));
+      for (int64_t rr = r; rr < re; ++rr) {
+        const S* g = dy + rr * c;
+        const S* v = in + rr * c;
+        S* out = dx + rr * c;
+#pragma omp simd
+        for (int64_t ch = 0; ch < c; ++ch) {
+          C dz, u;
+          grad_pre<C, Mode>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], sl, isl, dz, u);
+          a1[ch] += dz;
+          a2[ch] += dz * (u - kc[ch]);
+          if (!training) out[ch] = store<S>(ka[ch] * dz);
+        }
+      }
+      for (int64_t ch = 0; ch < c; ++ch) {
+        d1[ch] += static_cast<double>(a1[ch]);
+        d2[ch] += static_cast<double>(a2[ch]);
+      }
+    }
+  }
+  for (int64_t ch = 0; ch < c; ++ch) {
+    double s1 = 0, s2 = 0;
+    for (int64_t t = 0; t < tasks; ++t) {
+      s1 += p1[t * c + ch];
+      s2 += p2[t * c + ch];
+    }
+    k.finish(ch, s1, s2, rows, training, grad_weight, grad_bias);
+  }
+  if (!training) return;
+  const C* k2 = k.k2.data();
+  const C* k0 = k.k0.data();
+#pragma omp parallel for schedule(static) if (tasks > 1)
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t r1 = rows * (t + 1) / tasks;
+    for (int64_t r = rows * t / tasks; r < r1; ++r) {
+      const S* g = dy + r * c;
+      const S* v = in + r * c;
+      S* out = dx + r * c;
+#pragma omp simd
+      for (int64_t ch = 0; ch < c; ++ch) {
+        C dz, u;
+        grad_pre<C, Mode>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], sl, isl, dz, u);
+        out[ch] = store<S>(ka[ch] * dz - k2[ch] * (u - kc[ch]) + k0[ch]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename S>
+void batch_norm_leaky_relu_forward(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias,
+                                   compute_t<S>* mean, compute_t<S>* var, int64_t n, int64_t c, int64_t s,
+                                   bool channels_last, bool training, double eps, double slope) {
+  if (c == 0 || n * s == 0) return;
+  if (channels_last) {
+    forward_nsc(x, y, weight, bias, mean, var, n, c, s, training, eps, slope);
+  } else {
+    forward_ncs(x, y, weight, bias, mean, var, n, c, s, training, eps, slope);
+  }
+}
+
+template <typename S>
+void batch_norm_leaky_relu_backward(const S* dy, const S* in, bool from_output, const compute_t<S>* weight,
+                                    const compute_t<S>* bias, const compute_t<S>* mean,
+                                    const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
+                                    compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s,
+                                    bool channels_last, bool training, double eps, double slope) {
+  if (c == 0) return;
+  if (n * s == 0) {
+    std::fill(grad_weight, grad_weight + c, compute_t<S>(0));
+    std::fill(grad_bias, grad_bias + c, compute_t<S>(0));
+    return;
+  }
+  const int mode = from_output ? kFromOutput : (slope == 0 ? kFromInputRelu : kFromInput);
+  auto run = [&](auto mode_tag) {
+    constexpr int M = decltype(mode_tag)::value;
+    if (channels_last) {
+      backward_nsc<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
+    } else {
+      backward_ncs<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
+    }
+  };
+  if (mode == kFromOutput) {
+    run(std::integral_constant<int, kFromOutput>{});
+  } else if (mode == kFromInputRelu) {
+    run(std::integral_constant<int, kFromInputRelu>{});
+  } else {
+    run(std::integral_constant<int, kFromInput>{});
+  }
+}
+
+#define GENCORE_INSTANTIATE_BN(S)                                                                           \
+  template void batch_norm_leaky_relu_forward<S>(const S*, S*, const compute_t<S>*, const compute_t<S>*,      \
+                                                 compute_t<S>*, compute_t<S>*, int64_t, int64_t, int64_t,    \
+                                                 bool, bool, double, double);                                \
+  template void batch_norm_leaky_relu_backward<S>(const S*, const S*, bool, const compute_t<S>*,              \
+                                                  const compute_t<S>*, const compute_t<S>*,                  \
+                                                  const compute_t<S>*, S*, compute_t<S>*, compute_t<S>*,     \
+                                                  int64_t, int64_t, int64_t, bool, bool, double, double);
+GENCORE_INSTANTIATE_BN(float)
+GENCORE_INSTANTIATE_BN(double)
+GENCORE_INSTANTIATE_BN(float16)
+GENCORE_INSTANTIATE_BN(bfloat16)
+#undef GENCORE_INSTANTIATE_BN
+
+}  // namespace gencore::cpu

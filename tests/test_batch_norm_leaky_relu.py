@@ -1,0 +1,614 @@
+"""batch_norm_leaky_relu on every backend against nn.BatchNorm*d + nn.LeakyReLU / nn.ReLU (float64 oracle):
+outputs, dx / dweight / dbias, running statistics, train and eval, dtypes, layouts, odd shapes, in-place
+mode, modules, state dicts, converter, torch.compile, opcheck, autocast and bad input."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import gencore
+from gencore.nn import (BatchNormLeakyReLU1d, BatchNormLeakyReLU2d, BatchNormLeakyReLU3d,
+                        fuse_batchnorm_activations)
+from gencore.ops import batch_norm_leaky_relu
+from gencore.ops import batch_norm_leaky_relu as bnl_module  # noqa: F401  (the function)
+from gencore.ops.batch_norm_leaky_relu import SUPPORTED
+from helpers import TOLERANCES, assert_close, backend_device_params, skip_unless_runs
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Odd shapes: C = 1, H*W = 1 with N > 1, (N, C) and (N, C, L) and 5-D input, non-powers of two, and a
+# channel with N*H*W = 24200 values (more than one CPU chunk or any Triton block).
+SHAPES = [(3, 5, 7, 9), (5, 1, 9, 11), (7, 6, 1, 1), (9, 4), (4, 6, 13), (2, 3, 3, 4, 5), (2, 3, 110, 110),
+          (4, 40, 5, 3)]
+BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
+FUSED = {2: BatchNormLeakyReLU1d, 3: BatchNormLeakyReLU1d, 4: BatchNormLeakyReLU2d, 5: BatchNormLeakyReLU3d}
+
+
+def skip_unless_op_runs(backend, device):
+    skip_unless_runs(backend, device)
+    if backend not in SUPPORTED:
+        pytest.skip(f"backend {backend} does not implement batch_norm_leaky_relu in this build ({SUPPORTED})")
+
+
+def to_layout(x, layout):
+    if layout == "channels_last" and x.dim() >= 3:
+        perm = [0] + list(range(2, x.dim())) + [1]
+        inverse = [0, x.dim() - 1] + list(range(1, x.dim() - 1))
+        return x.permute(perm).contiguous().permute(inverse)
+    if layout == "strided":  # neither layout the kernels take: every other element of a wider tensor
+        wide = torch.zeros(x.shape[:-1] + (2 * x.shape[-1],), dtype=x.dtype, device=x.device)
+        wide[..., ::2] = x
+        return wide[..., ::2]
+    return x.contiguous()
+
+
+def activation(slope):
+    return nn.ReLU() if slope == 0 else nn.LeakyReLU(slope)
+
+
+def make_pair(shape, slope, device, param_dtype=torch.float32, seed=0, **kwargs):
+    """nn.BatchNorm*d + activation in float64 (the oracle) and the fused module, same random state."""
+    g = torch.Generator().manual_seed(seed)
+    c = shape[1]
+    ref_bn = BN[len(shape)](c, dtype=torch.float64, **kwargs)
+    fused = FUSED[len(shape)](c, negative_slope=slope, device=device, dtype=param_dtype, **kwargs)
+    with torch.no_grad():
+        if ref_bn.affine:
+            ref_bn.weight.copy_(torch.randn(c, generator=g, dtype=torch.float64))
+            ref_bn.bias.copy_(torch.randn(c, generator=g, dtype=torch.float64))
+        if ref_bn.track_running_stats:
+            ref_bn.running_mean.copy_(torch.randn(c, generator=g, dtype=torch.float64))
+            ref_bn.running_var.copy_(torch.rand(c, generator=g, dtype=torch.float64) + 0.5)
+    fused.load_state_dict({k: v.to(param_dtype) if v.is_floating_point() else v
+                           for k, v in ref_bn.state_dict().items()})
+    with torch.no_grad():  # the oracle starts from exactly the (rounded) values the fused module has
+        for k, v in fused.state_dict().items():
+            ref_bn.state_dict()[k].copy_(v)
+    return nn.Sequential(ref_bn, activation(slope)), fused
+
+
+def random_input(shape, dtype, device, seed):
+    g = torch.Generator().manual_seed(seed)
+    # Offset and scale per channel so the statistics matter; values rounded to dtype first.
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 2 + 0.5
+    return x.to(dtype).to(device)
+
+
+def check_step(ref, fused, x, dtype, what, train=True):
+    """One forward/backward of both; compares output, dx, dweight, dbias. grad_output is not all ones."""
+    xr = x.detach().to("cpu", torch.float64).requires_grad_()
+    xf = x.detach().clone().requires_grad_()
+    yr = ref(xr)
+    yf = fused(xf)
+    assert yf.dtype == x.dtype and yf.shape == x.shape
+    if x.is_contiguous() or x.dim() < 3:
+        assert yf.stride() == x.stride(), f"{what}: output strides {yf.stride()} != input {x.stride()}"
+    elif x.dim() >= 3 and x.permute([0] + list(range(2, x.dim())) + [1]).is_contiguous() and not (
+            getattr(fused, "backend", None) == "torch" and x.dim() == 3):
+        # (The torch backend is F.batch_norm itself, which returns (N, C, L) channels-last as contiguous.)
+        assert yf.stride() == x.stride(), f"{what}: channels-last output strides {yf.stride()} != {x.stride()}"
+    g = (torch.randn(x.shape, dtype=torch.float64) * 0.5 + 0.25).to(dtype)
+    yr.backward(g.double())
+    yf.backward(g.to(x.device))
+    assert_close(yf, yr, dtype, f"{what} y")
+    # dx = a * (dz - mean(dz) - x̂ * mean(dz x̂)): cancellation makes the absolute error scale with |a|.
+    assert_close(xf.grad, xr.grad, dtype, f"{what} dx", scale=4.0)
+    if fused.affine:
+        m = x.numel() // x.shape[1]
+        scale = 4 * max(1.0, m ** 0.5)  # a sum of m rounded terms (PyTorch's own channels-last BN needs the 4)
+        assert_close(fused.weight.grad, ref[0].weight.grad, dtype, f"{what} dweight", scale=scale)
+        assert_close(fused.bias.grad, ref[0].bias.grad, dtype, f"{what} dbias", scale=scale)
+        fused.weight.grad = fused.bias.grad = None
+        ref[0].weight.grad = ref[0].bias.grad = None
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+def test_matches_batchnorm_and_activation(backend, device, dtype, shape, layout, slope):
+    skip_unless_op_runs(backend, device)
+    interpreter = backend == "triton" and device == "cpu"
+    if interpreter and (dtype in (torch.float16, torch.float64) or shape[2:] == (110, 110)
+                        or (slope == 0 and dtype != torch.float32)):
+        pytest.skip("keep Triton interpreter runs short")
+    if layout == "channels_last" and len(shape) == 2:
+        pytest.skip("(N, C) has one layout")
+    # float32 parameters with half input (mixed BatchNorm); float64 input needs float64 parameters.
+    param_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    ref, fused = make_pair(shape, slope, device, param_dtype=param_dtype, seed=len(shape))
+    fused.backend = backend
+    what = f"{backend} {dtype} {shape} {layout} slope={slope}"
+    for step in range(2):  # training: batch statistics, running-stat updates
+        check_step(ref, fused, to_layout(random_input(shape, dtype, device, step), layout), dtype,
+                   f"{what} train step {step}")
+    assert_close(fused.running_mean, ref[0].running_mean, torch.float32, f"{what} running_mean", scale=10)
+    assert_close(fused.running_var, ref[0].running_var, torch.float32, f"{what} running_var", scale=10)
+    assert int(fused.num_batches_tracked) == int(ref[0].num_batches_tracked) == 2
+    ref.eval()
+    fused.eval()
+    check_step(ref, fused, to_layout(random_input(shape, dtype, device, 7), layout), dtype, f"{what} eval")
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_non_native_strides(backend, device):
+    """Strides that are neither contiguous nor channels-last: correct result, contiguous output."""
+    skip_unless_op_runs(backend, device)
+    shape = (3, 4, 5, 6)
+    ref, fused = make_pair(shape, 0.2, device)
+    fused.backend = backend
+    x = to_layout(random_input(shape, torch.float32, device, 3), "strided")
+    assert not x.is_contiguous()
+    check_step(ref, fused, x, torch.float32, f"{backend} strided")
+    xt = random_input((6, 5, 4, 3), torch.float32, device, 4).transpose(1, 3)  # (6, 3, 4, 5), C strided
+    ref2, fused2 = make_pair(tuple(xt.shape), 0.0, device)
+    fused2.backend = backend
+    check_step(ref2, fused2, xt, torch.float32, f"{backend} transposed")
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_functional_matches_f_batch_norm(backend, device):
+    """The functional op: no affine, no running stats (training only), eval with running stats, momentum."""
+    skip_unless_op_runs(backend, device)
+    x = random_input((6, 5, 7), torch.float32, device, 0)
+    rm, rv = torch.randn(5, device=device), torch.rand(5, device=device) + 0.5
+    for training, stats, momentum in [(True, False, 0.1), (True, True, 0.3), (False, True, 0.1)]:
+        rm1, rv1, rm2, rv2 = rm.clone(), rv.clone(), rm.clone(), rv.clone()
+        got = batch_norm_leaky_relu(x, rm1 if stats else None, rv1 if stats else None, None, None, training,
+                                    momentum, 1e-3, 0.1, backend=backend)
+        want = torch.nn.functional.leaky_relu(torch.nn.functional.batch_norm(
+            x.double(), rm2.double() if stats else None, rv2.double() if stats else None, None, None, training,
+            momentum, 1e-3), 0.1)
+        assert_close(got, want, torch.float32, f"{backend} training={training} stats={stats}")
+        if stats and training:
+            ref_rm, ref_rv = rm.double().clone(), rv.double().clone()
+            torch.nn.functional.batch_norm(x.double(), ref_rm, ref_rv, None, None, True, momentum)
+            assert_close(rm1, ref_rm, torch.float32, "running_mean")
+            assert_close(rv1, ref_rv, torch.float32, "running_var")
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_momentum_none_affine_false_no_running_stats(backend, device):
+    skip_unless_op_runs(backend, device)
+    for kwargs in [dict(momentum=None), dict(affine=False), dict(track_running_stats=False)]:
+        ref, fused = make_pair((4, 3, 5, 5), 0.2, device, **kwargs)
+        fused.backend = backend
+        for step in range(3):
+            check_step(ref, fused, random_input((4, 3, 5, 5), torch.float32, device, step), torch.float32,
+                       f"{backend} {kwargs} step {step}")
+        ref.eval()
+        fused.eval()  # track_running_stats=False: eval still uses batch statistics, like nn.BatchNorm2d
+        check_step(ref, fused, random_input((4, 3, 5, 5), torch.float32, device, 9), torch.float32,
+                   f"{backend} {kwargs} eval")
+        assert fused.state_dict().keys() == ref[0].state_dict().keys()
+        for k, v in ref[0].state_dict().items():
+            if v is not None and v.is_floating_point():
+                assert_close(fused.state_dict()[k], v, torch.float32, f"{kwargs} {k}")
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_float32_params_with_half_input_and_grad_dtypes(backend, device):
+    """Mixed BatchNorm (float32 parameters, half input) and half parameters: grads in the parameters' dtype."""
+    skip_unless_op_runs(backend, device)
+    for param_dtype in (torch.float32, torch.bfloat16):
+        ref, fused = make_pair((4, 3, 6, 5), 0.2, device, param_dtype=param_dtype)
+        fused.backend = backend
+        check_step(ref, fused, random_input((4, 3, 6, 5), torch.bfloat16, device, 0), torch.bfloat16,
+                   f"{backend} params {param_dtype}")
+        assert fused.running_mean.dtype == param_dtype
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+@pytest.mark.parametrize("training", [True, False])
+def test_gradcheck_float64(backend, device, training):
+    skip_unless_op_runs(backend, device)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(3, 2, 4, generator=g, dtype=torch.float64) * 2).to(device).requires_grad_()
+    w = torch.randn(2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    b = torch.randn(2, generator=g, dtype=torch.float64).to(device).requires_grad_()
+    rm = torch.randn(2, dtype=torch.float64, device=device)
+    rv = torch.rand(2, dtype=torch.float64, device=device) + 0.5
+
+    def f(x, w, b):
+        return batch_norm_leaky_relu(x, None if training else rm, None if training else rv, w, b, training,
+                                     0.1, 1e-5, 0.2, backend=backend)
+
+    def f_inplace(x, w, b):
+        return batch_norm_leaky_relu(x * 1, None if training else rm, None if training else rv, w, b, training,
+                                     0.1, 1e-5, 0.2, inplace=True, backend=backend)
+
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    assert torch.autograd.gradcheck(f_inplace, (x, w, b))
+
+
+def opcheck_samples(device):
+    g = torch.Generator().manual_seed(0)
+    c = 3
+    w, b = torch.randn(c, generator=g).to(device), torch.randn(c, generator=g).to(device)
+    rm, rv = torch.randn(c, generator=g).to(device), (torch.rand(c, generator=g) + 0.5).to(device)
+    x4 = torch.randn(2, c, 4, 5, generator=g).to(device)
+    return [
+        (x4, w, b, None, None, True),
+        (x4.to(memory_format=torch.channels_last), w, b, rm, rv, False),
+        (torch.randn(6, c, generator=g).to(device), None, None, rm, rv, True),
+    ]
+
+
+@pytest.mark.parametrize("backend,device", [p for p in backend_device_params() if p.values[0] != "torch"])
+def test_opcheck(backend, device):
+    skip_unless_op_runs(backend, device)
+    ns = torch.ops.gencore_triton if backend == "triton" else torch.ops.gencore
+    for x, w, b, rm, rv, training in opcheck_samples(device):
+        args = (w, b, rm, rv, training, 1e-5, 0.2)
+        torch.library.opcheck(ns.batch_norm_leaky_relu_forward, (x.clone().requires_grad_(), *args))
+        y, mean, var = ns.batch_norm_leaky_relu_forward(x, *args)
+        grad = torch.randn_like(y)
+        torch.library.opcheck(ns.batch_norm_leaky_relu_backward, (grad, x, w, b, mean, var, training, 1e-5, 0.2))
+        torch.library.opcheck(ns.batch_norm_leaky_relu_forward_inplace, (x.clone(), *args))
+        torch.library.opcheck(ns.batch_norm_leaky_relu_backward_from_output,
+                              (grad, y, w, b, mean, var, training, 1e-5, 0.2))
+
+
+class SmallDiscriminator(nn.Module):
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 8, 3, 2, 1, bias=False), BatchNormLeakyReLU2d(8, negative_slope=0.2, inplace=inplace),
+            nn.Conv2d(8, 16, 3, 2, 1, bias=False), BatchNormLeakyReLU2d(16, negative_slope=0.0),
+            nn.Flatten(), nn.Linear(16 * 4 * 4, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_torch_compile_fullgraph(backend, inplace):
+    skip_unless_op_runs(backend, "cpu")
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    eager = SmallDiscriminator(inplace)
+    for m in eager.modules():
+        if hasattr(m, "backend"):
+            m.backend = backend
+    compiled_model = copy.deepcopy(eager)
+    # In-place mode picks the channels that keep a copy from the weight's values (data-dependent): it
+    # runs as a graph break, so only the out-of-place layers are asked to compile into one graph.
+    compiled = torch.compile(compiled_model, fullgraph=not inplace)
+    for step in range(2):
+        x = torch.randn(4, 3, 16, 16)
+        out_e, out_c = eager(x), compiled(x)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+        out_e.square().sum().backward()
+        out_c.square().sum().backward()
+    for (name, pe), pc in zip(eager.named_parameters(), compiled_model.parameters()):
+        torch.testing.assert_close(pc.grad, pe.grad, rtol=1e-4, atol=1e-5, msg=name)
+    for (name, be), bc in zip(eager.named_buffers(), compiled_model.buffers()):
+        torch.testing.assert_close(bc, be, rtol=1e-5, atol=1e-6, msg=name)
+    eager.eval()
+    compiled_model.eval()
+    x = torch.randn(4, 3, 16, 16)
+    torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_autocast_like_batchnorm(backend):
+    """Under CPU autocast, BatchNorm keeps its input's dtype (float32 stays float32, a bf16 conv output
+    stays bf16); the fused layer does the same and matches the composition."""
+    skip_unless_op_runs(backend, "cpu")
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3)
+    ref = nn.Sequential(nn.BatchNorm2d(4), nn.LeakyReLU(0.2))
+    fused = BatchNormLeakyReLU2d(4, negative_slope=0.2, backend=backend)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = conv(x)
+        yr, yf = ref(h), fused(h)
+        assert yf.dtype == yr.dtype == torch.bfloat16
+        x4 = torch.randn(2, 4, 6, 6)
+        yr32, yf32 = ref(x4), fused(x4)
+        assert yf32.dtype == yr32.dtype == torch.float32
+    torch.testing.assert_close(yf.float(), yr.float(), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(yf32, yr32, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused.running_var, ref[0].running_var, rtol=1e-4, atol=1e-5)
+
+
+def test_state_dict_round_trips():
+    for bn_cls, fused_cls in [(nn.BatchNorm1d, BatchNormLeakyReLU1d), (nn.BatchNorm2d, BatchNormLeakyReLU2d),
+                              (nn.BatchNorm3d, BatchNormLeakyReLU3d)]:
+        for kwargs in [{}, dict(affine=False), dict(track_running_stats=False), dict(momentum=None)]:
+            bn = bn_cls(5, **kwargs)
+            with torch.no_grad():
+                for t in bn.state_dict().values():
+                    if t.is_floating_point():
+                        t.copy_(torch.randn_like(t))
+                if bn.num_batches_tracked is not None:
+                    bn.num_batches_tracked.fill_(7)
+            fused = fused_cls(5, negative_slope=0.2, **kwargs)
+            fused.load_state_dict(bn.state_dict())  # strict: same keys
+            back = bn_cls(5, **kwargs)
+            back.load_state_dict(fused.state_dict())
+            assert list(fused.state_dict()) == list(bn.state_dict())
+            for k, v in bn.state_dict().items():
+                assert torch.equal(back.state_dict()[k], v) and torch.equal(fused.state_dict()[k], v), k
+            # Old checkpoints without num_batches_tracked load as into BatchNorm (version handling).
+            old = {k: v for k, v in bn.state_dict().items() if k != "num_batches_tracked"}
+            if "running_mean" in old:
+                fused_old = fused_cls(5, **kwargs)
+                fused_old._load_from_state_dict(old, "", {"version": 1}, True, [], [], [])
+    assert "negative_slope=0.2" in repr(BatchNormLeakyReLU2d(3, negative_slope=0.2))
+
+
+def dcgan_generator(nz=8, ngf=4):
+    return nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, 3, 4, 2, 1, bias=False), nn.Tanh())
+
+
+class Discriminator(nn.Module):
+    """Nested containers: Sequential inside a Module inside a Sequential."""
+
+    def __init__(self, ndf=4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True))
+        self.body = nn.Sequential(
+            nn.Sequential(nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2),
+                          nn.LeakyReLU(0.2, inplace=True)),
+            nn.Conv2d(ndf * 2, ndf * 4, 3, 1, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(ndf * 4 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(),
+                                  nn.Linear(8, 1))
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)))
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_converter_on_dcgan_models(inplace):
+    torch.manual_seed(0)
+    for model, x, pairs in [(dcgan_generator(), torch.randn(4, 8, 1, 1), 2),
+                            (Discriminator(), torch.randn(4, 3, 16, 16), 3)]:
+        # Non-default statistics so a converter that lost them would be caught.
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                with torch.no_grad():
+                    m.running_mean.normal_()
+                    m.running_var.uniform_(0.5, 2)
+                    m.weight.normal_()
+        ref = copy.deepcopy(model)
+        params_before = [id(p) for p in model.parameters()]
+        keys_before = list(model.state_dict())
+        fused = fuse_batchnorm_activations(model, inplace=inplace)
+        assert fused is model and model.fused_batchnorm_activations == pairs
+        assert not any(type(m) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d) for m in model.modules())
+        assert [id(p) for p in model.parameters()] == params_before
+        assert list(model.state_dict()) == keys_before
+        for mode in ("train", "eval"):
+            getattr(ref, mode)()
+            getattr(model, mode)()
+            xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+            out_r, out_f = ref(xr), model(xf)
+            torch.testing.assert_close(out_f, out_r, rtol=1e-4, atol=1e-5)
+            out_r.sum().backward()
+            out_f.sum().backward()
+            torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-4, atol=1e-5)
+            for (name, pr), pf in zip(ref.named_parameters(), model.parameters()):
+                torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-4, atol=1e-4, msg=name)
+            for (name, br), bf in zip(ref.named_buffers(), model.buffers()):
+                torch.testing.assert_close(bf, br, msg=name)
+            ref.zero_grad()
+            model.zero_grad()
+        assert fuse_batchnorm_activations(model).fused_batchnorm_activations == 0  # idempotent
+
+
+def test_converter_keeps_device_dtype_mode_and_skips_others():
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Tanh(), nn.SyncBatchNorm(3), nn.ReLU(), nn.BatchNorm2d(3),
+                          nn.Sequential(nn.ReLU()), nn.BatchNorm1d(3).double(), nn.LeakyReLU(0.1))
+    model[6].eval()
+    fuse_batchnorm_activations(model)
+    assert model.fused_batchnorm_activations == 1
+    fused = model[6]
+    assert isinstance(fused, BatchNormLeakyReLU1d) and isinstance(model[7], nn.Identity)
+    assert fused.weight.dtype == torch.float64 and not fused.training and fused.negative_slope == 0.1
+    assert isinstance(model[2], nn.SyncBatchNorm) and isinstance(model[4], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_inplace_mode(backend, device):
+    """Memory-saving mode: output written over x; grads right with zero, negative and tiny weights."""
+    skip_unless_op_runs(backend, device)
+    shape = (4, 6, 5, 7)
+    for training in (True, False):
+        ref, fused = make_pair(shape, 0.2, device)
+        fused.inplace = True
+        fused.backend = backend
+        with torch.no_grad():
+            # channel 0: weight 0; 1: negative; 2: |bias| >> |weight|; 3: tiny weight, no bias
+            for m, cast in ((ref[0], torch.float64), (fused, torch.float32)):
+                m.weight[:4] = torch.tensor([0.0, -1.5, 1e-3, 1e-6], dtype=cast)
+                m.bias[:4] = torch.tensor([0.5, 0.3, 2.0, 0.0], dtype=cast)
+        ref.train(training)
+        fused.train(training)
+        x = random_input(shape, torch.float32, device, 1)
+        xr = x.double().requires_grad_()
+        leaf = x.clone().requires_grad_()
+        h = leaf * 1  # a non-leaf input, as a conv output would be
+        y = fused(h)
+        assert y.data_ptr() == h.data_ptr(), "in-place mode must return x overwritten"
+        yr = ref(xr)
+        g = torch.randn(shape, dtype=torch.float64)
+        yr.backward(g)
+        y.backward(g.float().to(device))
+        what = f"{backend} inplace training={training}"
+        assert_close(y, yr, torch.float32, f"{what} y")
+        assert_close(leaf.grad, xr.grad, torch.float32, f"{what} dx", scale=4)
+        m = x.numel() / shape[1]
+        assert_close(fused.weight.grad, ref[0].weight.grad, torch.float32, f"{what} dweight", scale=m ** 0.5)
+        assert_close(fused.bias.grad, ref[0].bias.grad, torch.float32, f"{what} dbias", scale=m ** 0.5)
+        assert_close(fused.running_var, ref[0].running_var, torch.float32, f"{what} running_var")
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_inplace_mode_errors(backend, device):
+    skip_unless_op_runs(backend, device)
+    with pytest.raises(ValueError, match="negative_slope > 0"):
+        BatchNormLeakyReLU2d(3, negative_slope=0.0, inplace=True)
+    x = torch.randn(2, 3, 4, 4, device=device)
+    with pytest.raises(ValueError, match="ReLU"):
+        batch_norm_leaky_relu(x, None, None, training=True, negative_slope=0.0, inplace=True, backend=backend)
+    leaf = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match="leaf"):
+        batch_norm_leaky_relu(leaf, None, None, training=True, negative_slope=0.2, inplace=True, backend=backend)
+    # The overwritten input is needed by another op's backward: autograd refuses at backward time.
+    h = leaf.sigmoid()  # sigmoid saves its output h
+    y = batch_norm_leaky_relu(h, None, None, training=True, negative_slope=0.2, inplace=True, backend=backend)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    # Without autograd the in-place op simply overwrites x.
+    x2 = x.clone()
+    with torch.no_grad():
+        out = batch_norm_leaky_relu(x2, None, None, training=True, negative_slope=0.2, inplace=True,
+                                    backend=backend)
+    assert out is x2
+    torch.testing.assert_close(out, torch.nn.functional.leaky_relu(
+        torch.nn.functional.batch_norm(x, None, None, training=True), 0.2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,device", backend_device_params())
+def test_nan_propagates_per_channel(backend, device):
+    skip_unless_op_runs(backend, device)
+    x = random_input((3, 4, 5), torch.float32, device, 0)
+    x[1, 2, 3] = float("nan")
+    got = batch_norm_leaky_relu(x, None, None, training=True, negative_slope=0.2, backend=backend)
+    want = torch.nn.functional.leaky_relu(torch.nn.functional.batch_norm(x.double(), None, None, training=True), 0.2)
+    assert_close(got, want, torch.float32, f"{backend} nan")
+    assert torch.isnan(got[:, 2]).all() and not torch.isnan(got[:, [0, 1, 3]]).any()
+
+
+def test_cpu_deterministic_across_thread_counts():
+    skip_unless_op_runs("cpu", "cpu")
+    x = random_input((3, 2, 120, 100), torch.float32, "cpu", 0)  # few channels: the chunked schedule
+    xs = [x, random_input((8, 40, 30, 30), torch.float32, "cpu", 1)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, max(2, threads)):
+            torch.set_num_threads(n)
+            results.append([torch.ops.gencore.batch_norm_leaky_relu_forward(t, None, None, None, None, True,
+                                                                            1e-5, 0.2) for t in xs])
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(*results):
+        for ta, tb in zip(a, b):
+            assert torch.equal(ta, tb)
+
+
+def test_large_channel_slice_cpu():
+    """C >= 32 with one channel larger than the cached (fused) schedule takes: the two-pass path."""
+    skip_unless_op_runs("cpu", "cpu")
+    shape = (1, 32, 300, 300)
+    ref, fused = make_pair(shape, 0.2, "cpu")
+    fused.backend = "cpu"
+    check_step(ref, fused, random_input(shape, torch.float32, "cpu", 0), torch.float32, "large slice")
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
+def test_bad_input(backend):
+    skip_unless_op_runs(backend, "cpu")
+    x = torch.randn(4, 3, 5)
+    rm, rv = torch.zeros(3), torch.ones(3)
+
+    def call(x=x, rm=rm, rv=rv, **kw):
+        kw.setdefault("training", True)
+        return batch_norm_leaky_relu(x, rm, rv, backend=backend, **kw)
+
+    with pytest.raises(ValueError, match="shape"):
+        call(torch.randn(4))
+    with pytest.raises(ValueError, match=r"shape \(3,\)"):
+        call(rm=torch.zeros(4))
+    with pytest.raises(ValueError, match=r"weight must have shape"):
+        call(weight=torch.ones(2))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        call(torch.randn(1, 3, 1))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        BatchNormLeakyReLU1d(3, backend=backend)(torch.randn(1, 3))
+    with pytest.raises(TypeError, match="float32"):
+        call(x.int())
+    with pytest.raises(TypeError, match="float32"):
+        call(weight=torch.ones(3, dtype=torch.int64))
+    with pytest.raises(RuntimeError, match="meta"):
+        call(weight=torch.ones(3, device="meta"))
+    with pytest.raises(ValueError, match="both be None"):
+        call(rv=None)
+    with pytest.raises(ValueError, match="required when training=False"):
+        call(rm=None, rv=None, training=False)
+    with pytest.raises(TypeError, match="momentum"):
+        call(momentum=None)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        call([1.0, 2.0])
+    with pytest.raises(ValueError, match=r"expected 4D input \(got 3D input\)"):
+        BatchNormLeakyReLU2d(3)(x)
+    with pytest.raises(ValueError, match="expected 2D or 3D input"):
+        BatchNormLeakyReLU1d(3)(torch.randn(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="expected 5D input"):
+        BatchNormLeakyReLU3d(3)(torch.randn(2, 3, 4, 5))
+    with pytest.raises(RuntimeError, match="does not implement|cannot run"):
+        batch_norm_leaky_relu(x, rm, rv, backend="cuda")
+
+
+def test_native_op_checks_its_arguments():
+    """torch.ops.gencore.* called directly (bypassing the Python checks) still errors clearly."""
+    skip_unless_op_runs("cpu", "cpu")
+    op = torch.ops.gencore
+    x = torch.randn(4, 3, 5)
+    with pytest.raises(ValueError, match="one value per channel"):
+        op.batch_norm_leaky_relu_forward(x, torch.ones(4), None, None, None, True, 1e-5, 0.2)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        op.batch_norm_leaky_relu_forward(torch.randn(1, 3), None, None, None, None, True, 1e-5, 0.2)
+    with pytest.raises(ValueError, match="required when training=False"):
+        op.batch_norm_leaky_relu_forward(x, None, None, None, None, False, 1e-5, 0.2)
+    with pytest.raises(TypeError, match="float32"):
+        op.batch_norm_leaky_relu_forward(x.int(), None, None, None, None, True, 1e-5, 0.2)
+    with pytest.raises(ValueError, match="at least 2 dims"):
+        op.batch_norm_leaky_relu_forward(torch.randn(5), None, None, None, None, True, 1e-5, 0.2)
+    y, mean, var = op.batch_norm_leaky_relu_forward(x, None, None, None, None, True, 1e-5, 0.2)
+    with pytest.raises(ValueError, match="negative_slope > 0"):
+        op.batch_norm_leaky_relu_backward_from_output(y, y, None, None, mean, var, True, 1e-5, 0.0)
+    with pytest.raises(ValueError, match="grad_y must have x's shape"):
+        op.batch_norm_leaky_relu_backward(y[:2], x, None, None, mean, var, True, 1e-5, 0.2)
+
+
+def test_empty_batch_and_backend_listing():
+    x = torch.randn(0, 3, 4)
+    for backend in gencore.available_backends("cpu"):
+        if backend in SUPPORTED and backend != "triton":
+            out = batch_norm_leaky_relu(x, torch.zeros(3), torch.ones(3), training=False, backend=backend)
+            assert out.shape == x.shape
+    assert "torch" in SUPPORTED
+
+
+def test_reference_kernel_ops_match_composition():
+    """The pure-PyTorch versions of the four kernel ops (the contract the Triton launchers implement)."""
+    from gencore.ops.batch_norm_leaky_relu import (backward_from_output_reference, backward_reference,
+                                                   forward_inplace_reference, forward_reference)
+    x = random_input((4, 3, 6), torch.float64, "cpu", 0).requires_grad_()
+    w = torch.tensor([1.5, -0.7, 0.3], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64, requires_grad=True)
+    y_ref = torch.nn.functional.leaky_relu(torch.nn.functional.batch_norm(x, None, None, w, b, True), 0.2)
+    g = torch.randn_like(y_ref)
+    dx_ref, dw_ref, db_ref = torch.autograd.grad(y_ref, (x, w, b), g)
+    with torch.no_grad():
+        y, mean, var = forward_reference(x, w, b, None, None, True, 1e-5, 0.2)
+        torch.testing.assert_close(y, y_ref)
+        for got in (backward_reference(g, x, w, b, mean, var, True, 1e-5, 0.2),
+                    backward_from_output_reference(g, y, w, b, mean, var, True, 1e-5, 0.2)):
+            for a, e in zip(got, (dx_ref, dw_ref, db_ref)):
+                torch.testing.assert_close(a, e)
+        x2 = x.detach().clone()
+        forward_inplace_reference(x2, w, b, None, None, True, 1e-5, 0.2)
+        torch.testing.assert_close(x2, y_ref)
+
+
+def test_tolerance_table_has_all_dtypes():
+    assert set(DTYPES) <= set(TOLERANCES)
