@@ -78,7 +78,10 @@ def _channel_params(g, cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, CHANNELS_L
             b = tl.load(b_ptr + g).to(ACC)
         else:
             b = tl.full([], 0.0, ACC)
-    invstd = 1.0 / tl.sqrt_rn(var + eps)
+    if ACC == tl.float64:
+        invstd = 1.0 / tl.sqrt(var + eps)  # float64 sqrt is correctly rounded
+    else:
+        invstd = 1.0 / tl.sqrt_rn(var + eps)  # not the approximate sqrt: match torch's invstd closely
     return mean, invstd, w, b
 
 
