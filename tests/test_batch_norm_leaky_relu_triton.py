@@ -62,7 +62,7 @@ def check_against_reference(x, gy, w, b, rm, rv, training, slope, what):
     gx, gw, gb = K.batch_norm_leaky_relu_backward(gy, x, w, b, mean, var, training, EPS, slope)
     ry, rmean, rvar, rgx, rgw, rgb = reference(x, gy, w, b, rm, rv, training, slope)
     stat = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grad_dtype = w.dtype if w is not None else torch.float32
+    grad_dtype = w.dtype if w is not None else stat
     assert y.dtype == x.dtype and y.shape == x.shape and y.device == x.device
     assert y.stride() == x.stride(), f"{what}: output layout {y.stride()} != input {x.stride()}"
     assert gx.stride() == x.stride() and gx.dtype == x.dtype
@@ -177,6 +177,19 @@ def test_inplace_non_native_strides(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shape,channels_last", [((3, 2, 1500), False), ((3, 5, 600), True)], ids=["nc", "cl"])
+def test_several_tiles_per_chunk(shape, channels_last, device, monkeypatch):
+    """Fewer programs than tiles: each program merges several tiles (the in-program Welford/Chan steps,
+    uneven last chunk). Real sizes only reach this on large inputs."""
+    monkeypatch.setattr(K, "TARGET_PROGRAMS", 3)
+    x = make_case(shape, torch.float32, device, channels_last)[0]
+    plan = K._Plan(K._native_layout(x)[0], channels_last)
+    assert plan.tiles_per_chunk > 1 and plan.tiles % plan.tiles_per_chunk != 0
+    case = make_case(shape, torch.float32, device, channels_last, seed=8)
+    check_against_reference(*case, True, 0.2, f"few chunks {shape} cl={channels_last}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_deterministic(device):
     x, gy, w, b, rm, rv = make_case((4, 3, 40, 30), torch.float32, device, seed=9)
     first = K.batch_norm_leaky_relu_forward(x, w, b, rm, rv, True, EPS, 0.2)
@@ -208,6 +221,10 @@ def test_bad_input_errors():
         K.batch_norm_leaky_relu_forward(x.to(torch.int32), w, b, rm, rv, True, EPS, 0.2)
     with pytest.raises(ValueError, match="grad_y has shape"):
         K.batch_norm_leaky_relu_backward(gy[:1], x, w, b, rm, rv, True, EPS, 0.2)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        K.batch_norm_leaky_relu_forward(x[:1, :, :1], w, b, rm, rv, True, EPS, 0.2)
+    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
+        K.batch_norm_leaky_relu_forward(x, w, b, rm, rv, True, EPS, -0.1)
 
 
 # ---- GPU only: large shapes (many chunks per channel) and the C++/CUDA kernels ---------------------------

@@ -352,11 +352,15 @@ def _to_layout(t: torch.Tensor, like: torch.Tensor, channels_last: bool) -> torc
     return t.contiguous()
 
 
-def _check(x: torch.Tensor, name: str, op: str) -> None:
+def _check(x: torch.Tensor, name: str, op: str, eps: float, negative_slope: float) -> None:
     if x.dim() < 2:
         raise ValueError(f"gencore.{op}: {name} must have at least 2 dimensions (N, C, ...), got {x.dim()}")
     if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"gencore.{op}: {name} must be float32, float64, float16 or bfloat16, got {x.dtype}")
+    if not eps >= 0:
+        raise ValueError(f"gencore.{op}: eps must be >= 0, got {eps}")
+    if not negative_slope >= 0:
+        raise ValueError(f"gencore.{op}: negative_slope must be >= 0, got {negative_slope}")
 
 
 def _param(t: torch.Tensor | None, C: int, name: str, op: str, device) -> torch.Tensor | None:
@@ -397,6 +401,9 @@ def _forward_into(xv, y, weight, bias, running_mean, running_var, training, eps,
     w = _param(weight, C, "weight", op, xv.device)
     b = _param(bias, C, "bias", op, xv.device)
     if training:
+        if C and xv.numel() // C == 1:
+            raise ValueError(f"gencore.{op}: Expected more than 1 value per channel when training, got input size "
+                             f"{tuple(xv.shape)}")
         mean, var = _batch_stats(xv, plan) if C else (xv.new_empty(0, dtype=_stat_dtype(xv.dtype)),) * 2
     else:
         mean, var = _eval_stats(running_mean, running_var, C, _stat_dtype(xv.dtype), xv.device, op)
@@ -409,7 +416,7 @@ def _forward_into(xv, y, weight, bias, running_mean, running_var, training, eps,
 
 
 def _backward(grad_y, v, weight, bias, save_mean, save_var, training, eps, negative_slope, from_output, op):
-    _check(v, "y" if from_output else "x", op)
+    _check(v, "y" if from_output else "x", op, eps, negative_slope)
     vv, channels_last = _native_layout(v)
     if grad_y.shape != v.shape:
         raise ValueError(f"gencore.{op}: grad_y has shape {tuple(grad_y.shape)}, expected {tuple(v.shape)}")
@@ -421,7 +428,7 @@ def _backward(grad_y, v, weight, bias, save_mean, save_var, training, eps, negat
     stat = _stat_dtype(vv.dtype)
     mean = _param(save_mean, C, "save_mean", op, vv.device).to(stat)
     var = _param(save_var, C, "save_var", op, vv.device).to(stat)
-    grad_dtype = weight.dtype if weight is not None else torch.float32
+    grad_dtype = weight.dtype if weight is not None else stat  # as the C++ glue
     grad_w = torch.empty(C, dtype=grad_dtype, device=vv.device)
     grad_b = torch.empty(C, dtype=grad_dtype, device=vv.device)
     grad_x = torch.empty_like(vv)
@@ -449,7 +456,7 @@ def batch_norm_leaky_relu_forward(x, weight, bias, running_mean, running_var, tr
                                   negative_slope: float):
     """-> (y, save_mean, save_var); y keeps x's memory format (other strides give a contiguous y)."""
     op = "batch_norm_leaky_relu_forward"
-    _check(x, "x", op)
+    _check(x, "x", op, eps, negative_slope)
     xv, channels_last = _native_layout(x)
     y = torch.empty_like(xv)
     mean, var = _forward_into(xv, y, weight, bias, running_mean, running_var, training, eps, negative_slope,
@@ -461,7 +468,7 @@ def batch_norm_leaky_relu_forward_inplace(x, weight, bias, running_mean, running
                                           negative_slope: float):
     """Writes y over x; -> (save_mean, save_var)."""
     op = "batch_norm_leaky_relu_forward_inplace"
-    _check(x, "x", op)
+    _check(x, "x", op, eps, negative_slope)
     xv, channels_last = _native_layout(x)
     # Each element is read before it is written by the same program, so y may alias x.
     mean, var = _forward_into(xv, xv, weight, bias, running_mean, running_var, training, eps, negative_slope,
