@@ -13,6 +13,7 @@ Launchers take and return plain tensors with exactly the gencore_triton:: schema
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 import triton
@@ -31,6 +32,12 @@ NUM_WARPS = 8
 
 
 # ---- shared jit helpers ------------------------------------------------------------------------------
+@triton.jit
+def _joined(hi, lo, ACC: tl.constexpr):
+    """hi + lo in the compute type: ~48 significant bits in float64, the rounded value in float32."""
+    return tl.cast(hi, ACC) + tl.cast(lo, ACC)
+
+
 @triton.jit
 def _tile(g, t, R, Q, S, stride_r, tiles_q, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr,
           BLOCK_Q: tl.constexpr):
@@ -171,8 +178,11 @@ def _stats_combine_kernel(cnt_ptr, mean_part_ptr, m2_ptr, mean_ptr, var_ptr, C, 
 
 @triton.jit
 def _normalize_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, R, Q, C, S, stride_r, tiles_q,
-                      tiles_total, eps, slope, CHANNELS_LAST: tl.constexpr, HAS_WEIGHT: tl.constexpr,
+                      tiles_total, eps, eps_lo, slope, slope_lo, CHANNELS_LAST: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                       HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr, ACC: tl.constexpr):
+    # Float arguments reach compiled kernels as fp32: each comes as fp32 hi + lo parts (see _split).
+    eps = _joined(eps, eps_lo, ACC)
+    slope = _joined(slope, slope_lo, ACC)
     pid = tl.program_id(0)
     g = pid // tiles_total
     offs, mask, cols = _tile(g, pid - g * tiles_total, R, Q, S, stride_r, tiles_q, CHANNELS_LAST, BLOCK_R,
@@ -189,10 +199,13 @@ def _normalize_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, R, Q, C, S,
 # ---- backward ----------------------------------------------------------------------------------------------
 @triton.jit
 def _backward_partial_kernel(dy_ptr, v_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sum_g_ptr, sum_gx_ptr, R, Q, C, S,
-                             stride_r, tiles_q, tiles_per_chunk, chunks, eps, slope,
+                             stride_r, tiles_q, tiles_per_chunk, chunks, eps, eps_lo, slope, slope_lo,
                              CHANNELS_LAST: tl.constexpr, FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                              HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
                              ACC: tl.constexpr):
+    # Float arguments reach compiled kernels as fp32: each comes as fp32 hi + lo parts (see _split).
+    eps = _joined(eps, eps_lo, ACC)
+    slope = _joined(slope, slope_lo, ACC)
     pid = tl.program_id(0)
     g = pid // chunks
     k = pid - g * chunks
@@ -240,10 +253,14 @@ def _backward_combine_kernel(part_g_ptr, part_gx_ptr, sums_ptr, grad_w_ptr, grad
 
 @triton.jit
 def _backward_elementwise_kernel(dy_ptr, v_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sums_ptr, R, Q, C, S,
-                                 stride_r, tiles_q, tiles_total, count, eps, slope, CHANNELS_LAST: tl.constexpr,
+                                 stride_r, tiles_q, tiles_total, count, count_lo, eps, eps_lo, slope, slope_lo, CHANNELS_LAST: tl.constexpr,
                                  FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                                  HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
                                  ACC: tl.constexpr):
+    # Float arguments reach compiled kernels as fp32: each comes as fp32 hi + lo parts (see _split).
+    eps = _joined(eps, eps_lo, ACC)
+    slope = _joined(slope, slope_lo, ACC)
+    count = _joined(count, count_lo, ACC)
     pid = tl.program_id(0)
     g = pid // tiles_total
     offs, mask, cols = _tile(g, pid - g * tiles_total, R, Q, S, stride_r, tiles_q, CHANNELS_LAST, BLOCK_R,
@@ -273,7 +290,17 @@ def _backward_elementwise_kernel(dy_ptr, v_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr
 
 
 # ---- launch planning -------------------------------------------------------------------------------------
-_TL_ACC = {torch.float64: tl.float64}
+def _split(value: float) -> tuple[float, float]:
+    """value as float32 hi + float32 lo. Triton passes Python floats to compiled kernels as fp32, which
+    would perturb float64 results (slope 0.2 in fp32 is off by 1.5e-8 relative)."""
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    lo = struct.unpack("f", struct.pack("f", value - hi))[0]
+    return hi, lo
+
+
+def _scalars(eps: float, negative_slope: float) -> dict:
+    (eps, eps_lo), (slope, slope_lo) = _split(float(eps)), _split(float(negative_slope))
+    return dict(eps=eps, eps_lo=eps_lo, slope=slope, slope_lo=slope_lo)
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -410,7 +437,7 @@ def _forward_into(xv, y, weight, bias, running_mean, running_var, training, eps,
     if xv.numel():
         _normalize_kernel[(plan.groups * plan.tiles,)](
             xv, y, mean, var, xv if w is None else w, xv if b is None else b, C=C, tiles_total=plan.tiles,
-            eps=float(eps), slope=float(negative_slope), HAS_WEIGHT=w is not None, HAS_BIAS=b is not None,
+            **_scalars(eps, negative_slope), HAS_WEIGHT=w is not None, HAS_BIAS=b is not None,
             **plan.walk(), **plan.blocks(), num_warps=NUM_WARPS)
     return mean, var
 
@@ -434,7 +461,7 @@ def _backward(grad_y, v, weight, bias, save_mean, save_var, training, eps, negat
     grad_x = torch.empty_like(vv)
     if C == 0:
         return grad_x, grad_w, grad_b
-    common = dict(eps=float(eps), slope=float(negative_slope), FROM_OUTPUT=from_output,
+    common = dict(**_scalars(eps, negative_slope), FROM_OUTPUT=from_output,
                   HAS_WEIGHT=w is not None, HAS_BIAS=b is not None)
     wp, bp = (vv if w is None else w), (vv if b is None else b)
     parts = torch.empty(2, C * plan.chunks, dtype=stat, device=vv.device)
@@ -445,8 +472,9 @@ def _backward(grad_y, v, weight, bias, save_mean, save_var, training, eps, negat
     _backward_combine_kernel[(triton.cdiv(C, COMBINE_BLOCK),)](
         parts[0], parts[1], sums, grad_w, grad_b, C, plan.chunks, BLOCK=COMBINE_BLOCK, ACC=plan.acc)
     if vv.numel():
+        count, count_lo = _split(float(plan.N * plan.S))
         _backward_elementwise_kernel[(plan.groups * plan.tiles,)](
-            dy, vv, grad_x, mean, var, wp, bp, sums, C=C, tiles_total=plan.tiles, count=float(plan.N * plan.S),
+            dy, vv, grad_x, mean, var, wp, bp, sums, C=C, tiles_total=plan.tiles, count=count, count_lo=count_lo,
             TRAINING=bool(training), **common, **plan.walk(), **plan.blocks(), num_warps=NUM_WARPS)
     return grad_x, grad_w, grad_b
 
