@@ -41,21 +41,23 @@ def _joined(hi, lo, ACC: tl.constexpr):
 @triton.jit
 def _tile(g, t, R, Q, S, stride_r, tiles_q, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr,
           BLOCK_Q: tl.constexpr):
-    """Offsets, mask and columns of tile t of group g (see the module docstring for the two walks)."""
+    """Offsets, mask, columns and number of valid rows of tile t of group g (module docstring)."""
     ar = tl.arange(0, BLOCK_R)
     aq = tl.arange(0, BLOCK_Q)
     if CHANNELS_LAST:
-        rows = t * BLOCK_R + ar
+        row0 = t.to(tl.int64) * BLOCK_R
         cols = g * BLOCK_Q + aq
         base = tl.zeros([], dtype=tl.int64)
     else:
         tr = t // tiles_q
-        rows = tr * BLOCK_R + ar
+        row0 = tr.to(tl.int64) * BLOCK_R
         cols = (t - tr * tiles_q) * BLOCK_Q + aq
         base = g.to(tl.int64) * S
-    offs = base + rows.to(tl.int64)[:, None] * stride_r + cols[None, :]
+    rows = row0 + ar
+    offs = base + rows[:, None] * stride_r + cols[None, :]
     mask = (rows < R)[:, None] & (cols < Q)[None, :]
-    return offs, mask, cols
+    valid_rows = tl.minimum(tl.maximum(R - row0, 0), BLOCK_R)
+    return offs, mask, cols, valid_rows
 
 
 @triton.jit
@@ -119,12 +121,12 @@ def _stats_partial_kernel(x_ptr, cnt_ptr, mean_ptr, m2_ptr, R, Q, S, stride_r, t
     m2 = tl.zeros([BLOCK_Q], dtype=ACC)
     for i in range(0, tiles_per_chunk):
         # Tiles past the end have rows >= R and are fully masked.
-        offs, mask, cols = _tile(g, k * tiles_per_chunk + i, R, Q, S, stride_r, tiles_q, CHANNELS_LAST,
+        offs, mask, cols, valid_rows = _tile(g, k * tiles_per_chunk + i, R, Q, S, stride_r, tiles_q, CHANNELS_LAST,
                                  BLOCK_R, BLOCK_Q)
         v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
         # Per column: the tile's own mean and M2 (two passes in registers), merged by Chan's formula.
         # More robust than sum/sum-of-squares when |mean| >> std.
-        n_t = tl.sum(mask.to(ACC), axis=0)
+        n_t = tl.where(cols < Q, valid_rows, 0).to(ACC)  # values per column, without a reduction
         mean_t = tl.sum(v, axis=0) / tl.maximum(n_t, 1.0)
         d = tl.where(mask, v - mean_t[None, :], 0.0)
         m2_t = tl.sum(d * d, axis=0)
@@ -185,7 +187,7 @@ def _normalize_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, R, Q, C, S,
     slope = _joined(slope, slope_lo, ACC)
     pid = tl.program_id(0)
     g = pid // tiles_total
-    offs, mask, cols = _tile(g, pid - g * tiles_total, R, Q, S, stride_r, tiles_q, CHANNELS_LAST, BLOCK_R,
+    offs, mask, cols, valid_rows = _tile(g, pid - g * tiles_total, R, Q, S, stride_r, tiles_q, CHANNELS_LAST, BLOCK_R,
                              BLOCK_Q)
     mean, invstd, w, b = _channel_params(g, cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, CHANNELS_LAST,
                                          HAS_WEIGHT, HAS_BIAS, ACC)
@@ -215,7 +217,7 @@ def _backward_partial_kernel(dy_ptr, v_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sum
     acc_g = tl.zeros([BLOCK_R, BLOCK_Q], dtype=ACC)
     acc_gx = tl.zeros([BLOCK_R, BLOCK_Q], dtype=ACC)
     for i in range(0, tiles_per_chunk):
-        offs, mask, cols = _tile(g, k * tiles_per_chunk + i, R, Q, S, stride_r, tiles_q, CHANNELS_LAST,
+        offs, mask, cols, valid_rows = _tile(g, k * tiles_per_chunk + i, R, Q, S, stride_r, tiles_q, CHANNELS_LAST,
                                  BLOCK_R, BLOCK_Q)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
         v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(ACC)
@@ -263,7 +265,7 @@ def _backward_elementwise_kernel(dy_ptr, v_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr
     count = _joined(count, count_lo, ACC)
     pid = tl.program_id(0)
     g = pid // tiles_total
-    offs, mask, cols = _tile(g, pid - g * tiles_total, R, Q, S, stride_r, tiles_q, CHANNELS_LAST, BLOCK_R,
+    offs, mask, cols, valid_rows = _tile(g, pid - g * tiles_total, R, Q, S, stride_r, tiles_q, CHANNELS_LAST, BLOCK_R,
                              BLOCK_Q)
     mean, invstd, w, b = _channel_params(g, cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, CHANNELS_LAST,
                                          HAS_WEIGHT, HAS_BIAS, ACC)
