@@ -190,6 +190,32 @@ def test_several_tiles_per_chunk(shape, channels_last, device, monkeypatch):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nc", "cl"])
+def test_negative_slope(channels_last, device):
+    """F.leaky_relu accepts a negative slope; so do the kernels (not the memory-saving mode)."""
+    case = make_case((3, 4, 5, 2), torch.float32, device, channels_last, seed=6)
+    for training in (True, False):
+        check_against_reference(*case, training, -0.3, f"slope -0.3 training={training}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_relu_infinities_like_torch(device):
+    """ReLU: relu(-inf) = 0 (not -inf * 0 = NaN) and a zero gradient where pre <= 0 even for inf dy."""
+    x, gy, w, b, rm, rv = make_case((4, 3, 5), torch.float32, device, seed=7)
+    w = w.abs() + 0.5
+    x[0, 1, 2], x[2, 0, 0] = float("-inf"), float("inf")
+    gy[0, 1, 2], gy[1, 2, 3] = float("inf"), float("nan")
+    y, mean, var = K.batch_norm_leaky_relu_forward(x, w, b, rm, rv, False, EPS, 0.0)
+    gx, _, _ = K.batch_norm_leaky_relu_backward(gy, x, w, b, mean, var, False, EPS, 0.0)
+    x_ref = x.detach().double().requires_grad_()
+    y_ref = F.relu(F.batch_norm(x_ref, rm.double(), rv.double(), w.double(), b.double(), False, 0.0, EPS))
+    y_ref.backward(gy.double())
+    assert y[0, 1, 2] == 0 and y[2, 0, 0] == float("inf")
+    assert_close(y, y_ref, torch.float32, "relu y with infinities")
+    assert_close(gx, x_ref.grad, torch.float32, "relu grad_x with inf/nan grad_y")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 def test_deterministic(device):
     x, gy, w, b, rm, rv = make_case((4, 3, 40, 30), torch.float32, device, seed=9)
     first = K.batch_norm_leaky_relu_forward(x, w, b, rm, rv, True, EPS, 0.2)
@@ -223,8 +249,6 @@ def test_bad_input_errors():
         K.batch_norm_leaky_relu_backward(gy[:1], x, w, b, rm, rv, True, EPS, 0.2)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         K.batch_norm_leaky_relu_forward(x[:1, :, :1], w, b, rm, rv, True, EPS, 0.2)
-    with pytest.raises(ValueError, match="negative_slope must be >= 0"):
-        K.batch_norm_leaky_relu_forward(x, w, b, rm, rv, True, EPS, -0.1)
 
 
 # ---- GPU only: large shapes (many chunks per channel) and the C++/CUDA kernels ---------------------------

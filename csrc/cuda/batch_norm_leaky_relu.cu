@@ -150,8 +150,23 @@ __device__ __forceinline__ T xhat_of(T v, const Channel<T>& p, T slope, bool fro
     return (z - p.bias) / p.weight;
   }
   const T xhat = (v - p.mean) * p.invstd;
-  positive = xhat * p.weight + p.bias > T(0);  // same expression as the forward
+  const T pre = xhat * p.weight + p.bias;  // same expression as the forward
+  // ReLU (slope == 0) is torch's threshold_backward: only pre <= 0 is blocked, so NaN passes.
+  positive = slope == T(0) ? !(pre <= T(0)) : pre > T(0);
   return xhat;
+}
+
+// torch's activations: relu(-inf) = 0 (not -inf * 0 = NaN), NaN passes through both.
+template <typename T>
+__device__ __forceinline__ T activate(T pre, T slope) {
+  if (slope == T(0)) return pre <= T(0) ? T(0) : pre;
+  return pre > T(0) ? pre : pre * slope;
+}
+
+// dz; for ReLU exactly 0 where blocked, even for an inf/NaN dy.
+template <typename T>
+__device__ __forceinline__ T activation_grad(T dy, bool positive, T slope) {
+  return positive ? dy : (slope == T(0) ? T(0) : dy * slope);
 }
 
 // ---- walks ------------------------------------------------------------------------------------------
@@ -288,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       const T pre = (load(v.v[e]) - q.mean) * q.invstd * q.weight + q.bias;
-      out.v[e] = store<S>(pre > T(0) ? pre : pre * slope);
+      out.v[e] = store<S>(activate(pre, slope));
     }
     store_pack<S, VEC>(y + off, out);
   });
@@ -312,7 +327,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int e = 0; e < VEC; ++e) {
       const T pre = (load(v.v[e]) - q[e].mean) * q[e].invstd * q[e].weight + q[e].bias;
-      out.v[e] = store<S>(pre > T(0) ? pre : pre * slope);
+      out.v[e] = store<S>(activate(pre, slope));
     }
     store_pack<S, VEC>(y + off, out);
   });
@@ -329,7 +344,7 @@ __device__ __forceinline__ void accumulate(Sums<T>& acc, T dy, T v, const Channe
                                            bool from_output) {
   bool positive;
   const T xhat = xhat_of(v, q, slope, from_output, positive);
-  const T dz = positive ? dy : dy * slope;
+  const T dz = activation_grad(dy, positive, slope);
   acc.dz += dz;
   acc.dz_xhat += dz * xhat;
 }
@@ -410,7 +425,7 @@ __device__ __forceinline__ T grad_input(T dy, T v, const Channel<T>& q, T slope,
                                         const BackwardArgs& a) {
   bool positive;
   const T xhat = xhat_of(v, q, slope, a.from_output, positive);
-  const T dz = positive ? dy : dy * slope;
+  const T dz = activation_grad(dy, positive, slope);
   const T scale = q.weight * q.invstd;
   // weight == 0 in the memory-saving mode: x̂ is not recoverable, but its coefficient is exactly 0.
   if (a.from_output && scale == T(0)) return T(0);

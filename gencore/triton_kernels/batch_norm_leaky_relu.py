@@ -95,7 +95,7 @@ def _channel_params(g, cols, C, mean_ptr, var_ptr, w_ptr, b_ptr, eps, CHANNELS_L
 
 
 @triton.jit
-def _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT: tl.constexpr):
+def _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT: tl.constexpr, RELU: tl.constexpr):
     """x-hat and the activation mask (pre > 0), from x, or from y by inverting the LeakyReLU."""
     if FROM_OUTPUT:
         positive = v > 0
@@ -104,8 +104,28 @@ def _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT: tl.constexpr):
         xhat = (z - b) / w
     else:
         xhat = (v - mean) * invstd
-        positive = xhat * w + b > 0
+        pre = xhat * w + b  # the forward's expression: both agree at pre ~ 0
+        if RELU:
+            positive = (pre > 0) | (pre != pre)  # torch's threshold_backward passes NaN's gradient
+        else:
+            positive = pre > 0
     return xhat, positive
+
+
+@triton.jit
+def _activate(pre, slope, RELU: tl.constexpr):
+    if RELU:
+        return tl.where(pre <= 0, 0.0, pre)  # relu(-inf) = 0 (not -inf * 0); NaN passes
+    else:
+        return tl.where(pre > 0, pre, pre * slope)
+
+
+@triton.jit
+def _activation_grad(dy, positive, slope, RELU: tl.constexpr):
+    if RELU:
+        return tl.where(positive, dy, 0.0)  # exactly 0, even for an inf/NaN dy (as torch)
+    else:
+        return tl.where(positive, dy, dy * slope)
 
 
 # ---- forward ---------------------------------------------------------------------------------------------
@@ -180,8 +200,9 @@ def _stats_combine_kernel(cnt_ptr, mean_part_ptr, m2_ptr, mean_ptr, var_ptr, C, 
 
 @triton.jit
 def _normalize_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, R, Q, C, S, stride_r, tiles_q,
-                      tiles_total, eps, eps_lo, slope, slope_lo, CHANNELS_LAST: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-                      HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr, ACC: tl.constexpr):
+                      tiles_total, eps, eps_lo, slope, slope_lo, CHANNELS_LAST: tl.constexpr,
+                      HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr,
+                      BLOCK_Q: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr):
     # Float arguments reach compiled kernels as fp32: each comes as fp32 hi + lo parts (see _split).
     eps = _joined(eps, eps_lo, ACC)
     slope = _joined(slope, slope_lo, ACC)
@@ -194,7 +215,7 @@ def _normalize_kernel(x_ptr, y_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, R, Q, C, S,
     v = tl.load(x_ptr + offs, mask=mask, other=0.0).to(ACC)
     # The same expression as the backward's mask recomputation, so forward and backward agree at pre ~ 0.
     pre = (v - mean) * invstd * w + b
-    y = tl.where(pre > 0, pre, pre * slope)
+    y = _activate(pre, slope, RELU)
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -204,7 +225,7 @@ def _backward_partial_kernel(dy_ptr, v_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sum
                              stride_r, tiles_q, tiles_per_chunk, chunks, eps, eps_lo, slope, slope_lo,
                              CHANNELS_LAST: tl.constexpr, FROM_OUTPUT: tl.constexpr, HAS_WEIGHT: tl.constexpr,
                              HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
-                             ACC: tl.constexpr):
+                             RELU: tl.constexpr, ACC: tl.constexpr):
     # Float arguments reach compiled kernels as fp32: each comes as fp32 hi + lo parts (see _split).
     eps = _joined(eps, eps_lo, ACC)
     slope = _joined(slope, slope_lo, ACC)
@@ -221,8 +242,8 @@ def _backward_partial_kernel(dy_ptr, v_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sum
                                  BLOCK_R, BLOCK_Q)
         dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
         v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(ACC)
-        xhat, positive = _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT)
-        gact = tl.where(mask, tl.where(positive, dy, dy * slope), 0.0)
+        xhat, positive = _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT, RELU)
+        gact = tl.where(mask, _activation_grad(dy, positive, slope, RELU), 0.0)
         acc_g += gact
         acc_gx += tl.where(mask, gact * xhat, 0.0)
     s_g = tl.sum(acc_g, axis=0)
@@ -255,10 +276,10 @@ def _backward_combine_kernel(part_g_ptr, part_gx_ptr, sums_ptr, grad_w_ptr, grad
 
 @triton.jit
 def _backward_elementwise_kernel(dy_ptr, v_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr, b_ptr, sums_ptr, R, Q, C, S,
-                                 stride_r, tiles_q, tiles_total, count, count_lo, eps, eps_lo, slope, slope_lo, CHANNELS_LAST: tl.constexpr,
-                                 FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr, HAS_WEIGHT: tl.constexpr,
-                                 HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_Q: tl.constexpr,
-                                 ACC: tl.constexpr):
+                                 stride_r, tiles_q, tiles_total, count, count_lo, eps, eps_lo, slope, slope_lo,
+                                 CHANNELS_LAST: tl.constexpr, FROM_OUTPUT: tl.constexpr, TRAINING: tl.constexpr,
+                                 HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_R: tl.constexpr,
+                                 BLOCK_Q: tl.constexpr, RELU: tl.constexpr, ACC: tl.constexpr):
     # Float arguments reach compiled kernels as fp32: each comes as fp32 hi + lo parts (see _split).
     eps = _joined(eps, eps_lo, ACC)
     slope = _joined(slope, slope_lo, ACC)
@@ -271,8 +292,8 @@ def _backward_elementwise_kernel(dy_ptr, v_ptr, dx_ptr, mean_ptr, var_ptr, w_ptr
                                          HAS_WEIGHT, HAS_BIAS, ACC)
     dy = tl.load(dy_ptr + offs, mask=mask, other=0.0).to(ACC)
     v = tl.load(v_ptr + offs, mask=mask, other=0.0).to(ACC)
-    xhat, positive = _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT)
-    gact = tl.where(positive, dy, dy * slope)
+    xhat, positive = _xhat_and_positive(v, mean, invstd, w, b, slope, FROM_OUTPUT, RELU)
+    gact = _activation_grad(dy, positive, slope, RELU)
     scale = w * invstd
     if TRAINING:
         if CHANNELS_LAST:
@@ -301,8 +322,9 @@ def _split(value: float) -> tuple[float, float]:
 
 
 def _scalars(eps: float, negative_slope: float) -> dict:
+    """Scalar kernel arguments; slope == 0 is ReLU exactly (compiled as its own variant)."""
     (eps, eps_lo), (slope, slope_lo) = _split(float(eps)), _split(float(negative_slope))
-    return dict(eps=eps, eps_lo=eps_lo, slope=slope, slope_lo=slope_lo)
+    return dict(eps=eps, eps_lo=eps_lo, slope=slope, slope_lo=slope_lo, RELU=negative_slope == 0)
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -381,15 +403,13 @@ def _to_layout(t: torch.Tensor, like: torch.Tensor, channels_last: bool) -> torc
     return t.contiguous()
 
 
-def _check(x: torch.Tensor, name: str, op: str, eps: float, negative_slope: float) -> None:
+def _check(x: torch.Tensor, name: str, op: str, eps: float) -> None:
     if x.dim() < 2:
         raise ValueError(f"gencore.{op}: {name} must have at least 2 dimensions (N, C, ...), got {x.dim()}")
     if x.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
         raise TypeError(f"gencore.{op}: {name} must be float32, float64, float16 or bfloat16, got {x.dtype}")
     if not eps >= 0:
         raise ValueError(f"gencore.{op}: eps must be >= 0, got {eps}")
-    if not negative_slope >= 0:
-        raise ValueError(f"gencore.{op}: negative_slope must be >= 0, got {negative_slope}")
 
 
 def _param(t: torch.Tensor | None, C: int, name: str, op: str, device) -> torch.Tensor | None:
@@ -445,7 +465,7 @@ def _forward_into(xv, y, weight, bias, running_mean, running_var, training, eps,
 
 
 def _backward(grad_y, v, weight, bias, save_mean, save_var, training, eps, negative_slope, from_output, op):
-    _check(v, "y" if from_output else "x", op, eps, negative_slope)
+    _check(v, "y" if from_output else "x", op, eps)
     vv, channels_last = _native_layout(v)
     if grad_y.shape != v.shape:
         raise ValueError(f"gencore.{op}: grad_y has shape {tuple(grad_y.shape)}, expected {tuple(v.shape)}")
@@ -486,7 +506,7 @@ def batch_norm_leaky_relu_forward(x, weight, bias, running_mean, running_var, tr
                                   negative_slope: float):
     """-> (y, save_mean, save_var); y keeps x's memory format (other strides give a contiguous y)."""
     op = "batch_norm_leaky_relu_forward"
-    _check(x, "x", op, eps, negative_slope)
+    _check(x, "x", op, eps)
     xv, channels_last = _native_layout(x)
     y = torch.empty_like(xv)
     mean, var = _forward_into(xv, y, weight, bias, running_mean, running_var, training, eps, negative_slope,
@@ -498,7 +518,7 @@ def batch_norm_leaky_relu_forward_inplace(x, weight, bias, running_mean, running
                                           negative_slope: float):
     """Writes y over x; -> (save_mean, save_var)."""
     op = "batch_norm_leaky_relu_forward_inplace"
-    _check(x, "x", op, eps, negative_slope)
+    _check(x, "x", op, eps)
     xv, channels_last = _native_layout(x)
     # Each element is read before it is written by the same program, so y may alias x.
     mean, var = _forward_into(xv, xv, weight, bias, running_mean, running_var, training, eps, negative_slope,
