@@ -35,14 +35,15 @@ void run_forward(const bn::View& v, const at::Tensor& y, const OptTensor& weight
   const auto dtype = bn::stats_dtype(v.x);
   const at::Tensor w = bn::channel_param(weight, dtype);
   const at::Tensor b = bn::channel_param(bias, dtype);
-  const at::Tensor workspace = workspace_for(v);
+  const at::Tensor workspace = training ? workspace_for(v) : at::Tensor();  // only the statistics use it
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   dispatch_floating<CudaTypes>(v.x.scalar_type(), op, [&](auto tag) {
     using S = decltype(tag);
     using P = cuda::bn_stat_t<S>;
+    P* const ws = workspace.defined() ? ptr<P>(workspace) : nullptr;
     C10_CUDA_CHECK(cuda::batch_norm_leaky_relu_forward<S>(
         ptr<S>(v.x), ptr<S>(y), bn::ptr_or_null<P>(w), bn::ptr_or_null<P>(b), ptr<P>(mean), ptr<P>(var), v.n, v.c,
-        v.s, v.channels_last, training, eps, slope, ptr<P>(workspace), stream));
+        v.s, v.channels_last, training, eps, slope, ws, stream));
   });
 }
 
@@ -51,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& x,
                                                             const OptTensor& running_var, bool training,
                                                             double eps, double slope) {
   const char* op = "batch_norm_leaky_relu_forward";
-  bn::check_args(x, weight, bias, running_mean, running_var, eps, slope, op);
+  bn::check_args(x, weight, bias, running_mean, running_var, eps, op);
   const c10::cuda::CUDAGuard guard(x.device());
   auto [mean, var] = bn::stats_buffers(x, running_mean, running_var, training, op);
   const bn::View v = bn::view_of(x);
@@ -65,7 +66,7 @@ std::tuple<at::Tensor, at::Tensor> forward_inplace_cuda(const at::Tensor& x, con
                                                         const OptTensor& running_var, bool training, double eps,
                                                         double slope) {
   const char* op = "batch_norm_leaky_relu_forward_inplace";
-  bn::check_args(x, weight, bias, running_mean, running_var, eps, slope, op);
+  bn::check_args(x, weight, bias, running_mean, running_var, eps, op);
   const c10::cuda::CUDAGuard guard(x.device());
   auto [mean, var] = bn::stats_buffers(x, running_mean, running_var, training, op);
   const bn::View v = bn::view_of(x);
@@ -79,7 +80,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
                                                              const OptTensor& bias, const at::Tensor& save_mean,
                                                              const at::Tensor& save_var, bool training,
                                                              double eps, double slope, const char* op) {
-  bn::check_args(in, weight, bias, save_mean, save_var, eps, slope, op);
+  bn::check_args(in, weight, bias, save_mean, save_var, eps, op);
   TORCH_CHECK_VALUE(!from_output || slope > 0, "gencore.", op,
                     ": rebuilding the input from the output needs negative_slope > 0, got ", slope);
   const c10::cuda::CUDAGuard guard(in.device());
