@@ -181,6 +181,15 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
     }
   }
   for (int64_t ch = 0; ch < c; ++ch) aff.set(ch, weight, bias, mean[ch], var[ch], eps);
+  if (n * c >= kMaxTasks) {
+    // Enough (sample, channel) runs: normalize them in memory order (short runs stay prefetch-friendly).
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n * c; ++r) {
+      const int64_t ch = r % c;
+      normalize_run(x + r * s, y + r * s, s, aff.alpha[ch], aff.beta[ch], sl, relu);
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (tasks > 1)
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t ch = t / chunks, q = t % chunks;
