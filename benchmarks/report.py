@@ -41,11 +41,20 @@ DCGAN_D_SHAPES = {(128, 16, 16), (256, 8, 8), (512, 4, 4), (128, 8, 8), (256, 4,
 # Loading
 # ---------------------------------------------------------------------------------------------------
 
-def load(path: str) -> tuple[list[dict], dict]:
-    """Rows (extra_info + timing) of every gencore result in the file, and the run's description."""
-    with open(path) as f:
-        data = json.load(f)
-    benchmarks = data.get("benchmarks", [])
+def load(paths) -> tuple[list[dict], dict]:
+    """Rows (extra_info + timing) of every gencore result in the file(s), and the run's description.
+
+    Several files are read as one run (gpu_check.sh writes one per benchmark file); every ratio still
+    compares results of one pytest process, since a case's providers are always in the same file."""
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    data = {"benchmarks": []}
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        data["benchmarks"] += part.get("benchmarks", [])
+        for k in ("machine_info", "commit_info", "datetime"):
+            data.setdefault(k, part.get(k))
+    benchmarks = data["benchmarks"]
     add_ratios(benchmarks)  # idempotent: a JSON written by conftest already has them
     rows, skipped = [], 0
     for b in benchmarks:
@@ -59,8 +68,8 @@ def load(path: str) -> tuple[list[dict], dict]:
         rows.append(info)
     if skipped:
         print(f"report: {skipped} result(s) without gencore extra_info skipped", file=sys.stderr)
-    run = {"datetime": data.get("datetime"), "machine": data.get("machine_info", {}),
-           "commit": data.get("commit_info", {})}
+    run = {"datetime": data.get("datetime"), "machine": data.get("machine_info") or {},
+           "commit": data.get("commit_info") or {}}
     return rows, run
 
 
@@ -177,9 +186,11 @@ def evaluate_targets(grouped: dict) -> list[dict]:
                     if value is None:
                         status = f"not measured ({prov or 'no candidate'} missing)"
                     elif metric.startswith("min_"):
-                        status = "met" if value >= goal else f"missed: {value:.2f} vs ≥ {goal:g} ({(1 - value / goal) * 100:.0f}% short)"
+                        status = "met" if value >= goal else \
+                            f"missed: {value:.2f} vs ≥ {goal:g} ({(1 - value / goal) * 100:.0f}% short)"
                     else:
-                        status = "met" if value <= goal else f"missed: {value:.2f} vs ≤ {goal:g} ({(value / goal - 1) * 100:.0f}% over)"
+                        status = "met" if value <= goal else \
+                            f"missed: {value:.2f} vs ≤ {goal:g} ({(value / goal - 1) * 100:.0f}% over)"
                     out.append({"op": op, "device": device, "shape": first["shape"], "dtype": first["dtype"],
                                 "mode": first["mode"], "variant": first["variant"], "provider": prov,
                                 "metric": metric, "goal": goal, "value": value, "status": status, "desc": desc})
@@ -209,9 +220,10 @@ def describe_run(run: dict) -> list[str]:
     if g:
         lines.append(f"- PyTorch {g.get('torch')} (CUDA {g.get('torch_cuda') or 'none'}), {g.get('torch_threads')} "
                      f"threads, CPU capability {g.get('torch_cpu_capability')}, allocator {g.get('allocator')}")
-        lines.append(f"- gencore backends: " + "; ".join(f"{d}: {', '.join(b)}" for d, b in g.get("gencore_backends", {}).items())
-                     + f"; native build: {g.get('gencore_native')}")
-        lines.append(f"- Mode: {'quick (5 rounds of one call)' if g.get('quick') else 'full (pytest-benchmark calibration)'}")
+        backends = "; ".join(f"{d}: {', '.join(b)}" for d, b in g.get("gencore_backends", {}).items())
+        lines.append(f"- gencore backends: {backends}; native build: {g.get('gencore_native')}")
+        mode = "quick (5 rounds of one call)" if g.get("quick") else "full (pytest-benchmark calibration)"
+        lines.append(f"- Mode: {mode}")
     lines.append(f"- Python {m.get('python_version', '?')}, {m.get('system', '')} {m.get('release', '')}".rstrip())
     commit = run.get("commit", {})
     if commit.get("id"):
@@ -296,8 +308,10 @@ def render(rows: list[dict], run: dict, title: str, images: dict) -> str:
                  t["provider"] or "–", t["metric"], f"{t['goal']:g}", t["status"]] for t in targets]
         out += md_table(["op", "device", "shape", "dtype", "mode", "variant", "provider", "metric", "goal",
                          "status"], body)
-        missed = sum(not t["status"].startswith("met") for t in targets)
-        out += ["", f"{len(targets) - missed} of {len(targets)} targets met.", ""]
+        met = sum(t["status"] == "met" for t in targets)
+        unmeasured = sum(t["status"].startswith("not measured") for t in targets)
+        out += ["", f"{met} of {len(targets)} targets met, {len(targets) - met - unmeasured} missed, "
+                f"{unmeasured} not measured in this run.", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -375,7 +389,8 @@ def plot(grouped: dict, img_dir: str, prefix: str = "") -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", help="pytest-benchmark JSON (--benchmark-json) of one run")
+    ap.add_argument("results", nargs="+", help="pytest-benchmark JSON (--benchmark-json) of one run (or "
+                    "several files of one run on one machine)")
     ap.add_argument("--out", default=".", help="folder for the Markdown file and the img folder (default: .)")
     ap.add_argument("--md", default="benchmark_report.md", help="Markdown file name inside --out")
     ap.add_argument("--img-dir", default="img", help="plot folder, relative to --out (default: img)")
@@ -387,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, run = load(args.results)
     if not rows:
-        print(f"report: no gencore results in {args.results}", file=sys.stderr)
+        print(f"report: no gencore results in {' '.join(args.results)}", file=sys.stderr)
         return 1
     os.makedirs(args.out, exist_ok=True)
     images = {}
