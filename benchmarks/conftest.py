@@ -13,8 +13,8 @@ run (speedup_vs_eager, speedup_vs_compile, memory_vs_eager) and its fraction of 
 Cases are told apart by every extra_info field except the measured ones (`MEASURED_FIELDS`), so an op
 file that adds a field such as negative_slope gets separate rows without any change here or in the report.
 
-Quick mode (GENCORE_BENCH_QUICK=1 or --quick) runs 5 rounds of 1 call and op files skip their largest
-sizes; the whole suite then finishes in a few minutes on a 2-core CPU.
+Quick mode (GENCORE_BENCH_QUICK=1 or --quick) runs 5 rounds (of as many calls as fill about 2 ms) and
+op files skip their largest sizes; the whole suite then finishes in a few minutes on a 2-core CPU.
 """
 from __future__ import annotations
 
@@ -106,10 +106,16 @@ def run_benchmark(benchmark, fn, *, op, shape, dtype, mode, provider, device, nb
         sync(device)
         return out
 
+    elapsed = 0.0
     for _ in range(warmup):
+        t0 = time.perf_counter()
         timed()
+        elapsed = time.perf_counter() - t0
     if quick or rounds:
-        result = benchmark.pedantic(timed, rounds=rounds or 5, iterations=1, warmup_rounds=0)
+        # Calls per round so a round lasts about 2 ms: a 50 us op is not timed against the timer's and
+        # the scheduler's granularity, and a training step still runs once per round.
+        iterations = max(1, min(100, int(2e-3 / max(elapsed, 1e-6))))
+        result = benchmark.pedantic(timed, rounds=rounds or 5, iterations=iterations, warmup_rounds=0)
     else:
         result = benchmark(timed)
     median = benchmark.stats.stats.median if benchmark.stats else None

@@ -221,16 +221,17 @@ else
 fi
 export GENCORE_BENCH_QUICK=1
 mkdir -p "$OUT/bench"
-n_runs=$(( ${#BENCH_FILES[@]} * ${#PASSES[@]} ))
 for pass in "${PASSES[@]}"; do
+  runs_left=${#BENCH_FILES[@]}
   for f in "${BENCH_FILES[@]}"; do
     name="bench_${pass}_$(basename "$f" .py)"
-    # Fair share of what is left; a file that finishes early leaves more for the next.
-    share=$(( ($(left) - REPORT_RESERVE) / (n_runs > 0 ? n_runs : 1) ))
-    n_runs=$((n_runs - 1))
-    [ "$pass" = cuda ] && k="cuda" || k="not cuda"
+    # GPU cases first, each file a fair share of what is left (a file that finishes early leaves more
+    # for the next); the CPU pass gets only what the GPU pass left over.
+    share=$(( ($(left) - REPORT_RESERVE) / runs_left ))
+    runs_left=$((runs_left - 1))
+    if [ "$pass" = cuda ]; then k="cuda"; else k="not cuda"; fi
     [ -n "${GPU_CHECK_BENCH_K:-}" ] && k="($k) and (${GPU_CHECK_BENCH_K})"
-    stage "$name" "$(( share > 15 ? share : 15 ))" "$PY" -m pytest "$f" --quick -q -p no:cacheprovider \
+    stage "$name" "$share" "$PY" -m pytest "$f" --quick -q -p no:cacheprovider \
       -k "$k" --benchmark-json="$OUT/bench/$name.json"
   done
 done

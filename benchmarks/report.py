@@ -8,7 +8,8 @@ over eager PyTorch by size, one line per provider. Prints the Markdown to stdout
 
 Generic over ops: any result whose extra_info has op, shape, dtype, mode, provider and device (what
 benchmarks/conftest.py `run_benchmark` records) gets a row; further case fields (e.g. negative_slope)
-become a "variant" column. Times are medians; ratios compare medians of the same run only.
+become a "variant" column. Times are medians (or minima with --stat min); ratios compare results of
+the same run only.
 
 Targets: a result may carry extra_info["targets"] = {"min_speedup_vs_eager": 3, ...} (metrics:
 min_speedup_vs_eager, min_speedup_vs_compile, min_copy_fraction, max_memory_vs_eager,
@@ -41,7 +42,7 @@ DCGAN_D_SHAPES = {(128, 16, 16), (256, 8, 8), (512, 4, 4), (128, 8, 8), (256, 4,
 # Loading
 # ---------------------------------------------------------------------------------------------------
 
-def load(paths) -> tuple[list[dict], dict]:
+def load(paths, stat: str = "median") -> tuple[list[dict], dict]:
     """Rows (extra_info + timing) of every gencore result in the file(s), and the run's description.
 
     Several files are read as one run (gpu_check.sh writes one per benchmark file); every ratio still
@@ -55,7 +56,7 @@ def load(paths) -> tuple[list[dict], dict]:
         for k in ("machine_info", "commit_info", "datetime"):
             data.setdefault(k, part.get(k))
     benchmarks = data["benchmarks"]
-    add_ratios(benchmarks)  # idempotent: a JSON written by conftest already has them
+    add_ratios(benchmarks, stat)  # recomputed for `stat`; case_id is kept from conftest's pass
     rows, skipped = [], 0
     for b in benchmarks:
         info = dict(b.get("extra_info") or {})
@@ -63,7 +64,7 @@ def load(paths) -> tuple[list[dict], dict]:
             skipped += 1
             continue
         stats = b["stats"]
-        info.update(median=stats["median"], min=stats["min"], rounds=stats["rounds"], name=b.get("name"),
+        info.update(median=stats[stat], min=stats["min"], rounds=stats["rounds"], name=b.get("name"),
                     key=case_key(b["extra_info"]), variant=variant(b["extra_info"]))
         rows.append(info)
     if skipped:
@@ -289,9 +290,11 @@ def memory_table(cases: list[dict]) -> list[str]:
 
 def render(rows: list[dict], run: dict, title: str, images: dict) -> str:
     grouped = group_cases(rows)
+    stat_word = "minimum" if run.get("stat") == "min" else "median"
     out = [f"# {title}", "", *describe_run(run), "",
-           "Times are medians of one run; `×eager` / `×compile` = the eager / torch.compile median divided by "
-           "this provider's (above 1 is faster). `best GB/s` = bytes the op must move / median of the fastest "
+           f"Times are {stat_word}s over the rounds of one run; `×eager` / `×compile` = the eager / torch.compile "
+           f"{stat_word} divided by this provider's (above 1 is faster). `best GB/s` = bytes the op must move / "
+           f"{stat_word} of the fastest "
            "gencore provider; `% of copy` compares it with this machine's copy bandwidth at a similar size, "
            "measured in the same run.", ""]
     for (op, device), cases in grouped.items():
@@ -378,7 +381,7 @@ def plot(grouped: dict, img_dir: str, prefix: str = "") -> dict:
         if not plotted:
             plt.close(fig)
             continue
-        fig.suptitle(f"{op} on {device}: speedup over eager PyTorch (median, higher is better)", fontsize=10)
+        fig.suptitle(f"{op} on {device}: speedup over eager PyTorch (higher is better)", fontsize=10)
         fig.tight_layout()
         path = os.path.join(img_dir, f"{prefix}{op}_{device}.png")
         fig.savefig(path, dpi=90)
@@ -396,11 +399,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--img-dir", default="img", help="plot folder, relative to --out (default: img)")
     ap.add_argument("--img-prefix", default="", help="prefix for plot file names (keeps runs apart)")
     ap.add_argument("--title", default="gencore benchmarks")
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="statistic of the rounds to report and compare (min resists a shared machine's load "
+                    "spikes; default median)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--quiet", action="store_true", help="do not print the Markdown")
     args = ap.parse_args(argv)
 
-    rows, run = load(args.results)
+    rows, run = load(args.results, args.stat)
+    run["stat"] = args.stat
     if not rows:
         print(f"report: no gencore results in {' '.join(args.results)}", file=sys.stderr)
         return 1

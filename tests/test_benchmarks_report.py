@@ -101,3 +101,17 @@ def test_peak_memory_counts_what_a_call_allocates():
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_gpu_check_script_parses():
     subprocess.run(["bash", "-n", "benchmarks/gpu_check.sh"], check=True)
+
+
+def test_cases_that_differ_only_in_their_pytest_id_are_kept_apart():
+    rs = []
+    for slope, eager_t, fused_t in (("0.2", 4e-3, 1e-3), ("0.0", 6e-3, 3e-3)):
+        for provider, t in (("eager", eager_t), ("gencore-cpu", fused_t)):
+            r = result(provider, t)
+            r["param"] = f"forward-64x32-{slope}-cpu-{provider}"
+            rs.append(r)
+    with pytest.warns(UserWarning, match="Record what differs"):
+        add_ratios(rs)
+    assert rs[1]["extra_info"]["speedup_vs_eager"] == 4.0
+    assert rs[3]["extra_info"]["speedup_vs_eager"] == 2.0
+    assert rs[1]["extra_info"]["case_id"] == "forward-64x32-0.2-cpu"
