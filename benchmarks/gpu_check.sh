@@ -7,7 +7,7 @@
 #
 # Stages (each time-limited; a failed or timed-out stage is logged and the next one still runs):
 #   env     what is installed (python, torch + CUDA, nvcc, GPU, triton, pytest-benchmark, matplotlib);
-#           installs what is missing with pip (`pip install torch` only when torch is absent or has no CUDA)
+#           installs what is missing with pip (`pip install torch` only when torch is absent)
 #   build   python setup.py build_ext --inplace, GENCORE_CUDA=1, TORCH_CUDA_ARCH_LIST from the GPU
 #           (falls back to a CPU-only build if the CUDA build fails, so Triton still gets tested)
 #   info    python -m gencore info
@@ -15,8 +15,8 @@
 #           against the reference on the GPU)
 #   bench   each benchmarks/test_bench_*.py in --quick mode, GPU cases first, one JSON per file
 #   report  python -m benchmarks.report over those JSON files -> $OUT/report/
-# The whole script stays inside GPU_CHECK_BUDGET seconds (default 450, i.e. 7.5 minutes): every stage
-# gets at most what is left, and the report always keeps its share.
+# The whole script stays inside GPU_CHECK_BUDGET seconds (default 420: 7 minutes, plus at most 20 s per
+# stage that ignores SIGINT): every stage gets at most what is left, and the report keeps its share.
 #
 # Environment: OUT (output folder), PYTHON (interpreter, default python3), GPU_CHECK_BUDGET (seconds),
 # GPU_CHECK_BENCH_K (extra pytest -k filter for the benchmarks), MAX_JOBS (compile jobs).
@@ -28,7 +28,7 @@ for arg in "$@"; do
   case "$arg" in
     --cpu-dry-run) DRY_RUN=1 ;;
     --skip-build) SKIP_BUILD=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "gpu_check: unknown argument $arg (use --cpu-dry-run, --skip-build)" >&2; exit 2 ;;
   esac
 done
@@ -39,7 +39,7 @@ OUT="${OUT:-./gpu_out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 PY="${PYTHON:-python3}"
-BUDGET="${GPU_CHECK_BUDGET:-450}"
+BUDGET="${GPU_CHECK_BUDGET:-420}"
 REPORT_RESERVE=40
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"  # the in-place build, not an installed gencore
 export PYTHONUNBUFFERED=1
@@ -145,13 +145,17 @@ need = {"pytest": "pytest", "pytest_benchmark": "pytest-benchmark", "matplotlib"
 print(" ".join(pkg for mod, pkg in need.items() if u.find_spec(mod) is None))
 EOF
 )
-  if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)" 2>/dev/null; then
+  if ! "$PY" -c "import torch" 2>/dev/null; then
     if [ "$DRY_RUN" = 1 ]; then
-      echo "torch with CUDA not present; dry run: not installing it"
+      echo "torch is not installed; dry run: not installing it"
     else
-      echo "== pip install torch (absent or without CUDA)"
+      echo "== pip install torch (not installed; the PyPI wheel for Linux x86-64 has CUDA)"
       pip_install torch || echo "pip install torch failed"
     fi
+  elif ! "$PY" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 1)"; then
+    # Replacing an installed torch in a time-limited stage could leave it half-installed: say so instead.
+    echo "WARNING: the installed torch has no CUDA; GPU stages will skip. Install a CUDA build, e.g."
+    echo "  $PY -m pip install --force-reinstall torch --index-url https://download.pytorch.org/whl/cu128"
   fi
   if [ -n "$missing" ]; then
     echo "== pip install $missing"
