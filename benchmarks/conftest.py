@@ -181,10 +181,12 @@ def machine_description() -> dict:
     return desc
 
 
+@pytest.hookimpl(optionalhook=True)  # the regression check runs without pytest-benchmark too
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gencore"] = machine_description()
     machine_info["gencore"]["quick"] = quick_mode(config)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_json(config, benchmarks, output_json):
     add_ratios(output_json.get("benchmarks", []))

@@ -33,6 +33,8 @@ except ImportError:  # pragma: no cover
 
 ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "uint8": 1}
 MODE_ORDER = {"forward": 0, "forward+backward": 1, "backward": 2, "train-step": 3}
+FINE_TICKS = (0.5, 0.7, 0.8, 0.9, 1, 1.1, 1.25, 1.5, 2, 3)  # for a narrow range of speedups
+COARSE_TICKS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 DTYPE_ORDER = {"float32": 0, "bfloat16": 1, "float16": 2, "float64": 3}
 # DCGAN discriminator BatchNorm inputs (channels, height, width) at 64x64 and 32x32 with ndf=64.
 DCGAN_D_SHAPES = {(128, 16, 16), (256, 8, 8), (512, 4, 4), (128, 8, 8), (256, 4, 4)}
@@ -223,7 +225,7 @@ def describe_run(run: dict) -> list[str]:
                      f"threads, CPU capability {g.get('torch_cpu_capability')}, allocator {g.get('allocator')}")
         backends = "; ".join(f"{d}: {', '.join(b)}" for d, b in g.get("gencore_backends", {}).items())
         lines.append(f"- gencore backends: {backends}; native build: {g.get('gencore_native')}")
-        mode = "quick (5 rounds of one call)" if g.get("quick") else "full (pytest-benchmark calibration)"
+        mode = "quick (5 rounds of about 2 ms)" if g.get("quick") else "full (pytest-benchmark calibration)"
         lines.append(f"- Mode: {mode}")
     lines.append(f"- Python {m.get('python_version', '?')}, {m.get('system', '')} {m.get('release', '')}".rstrip())
     commit = run.get("commit", {})
@@ -369,6 +371,10 @@ def plot(grouped: dict, img_dir: str, prefix: str = "") -> dict:
                     plotted = True
                 ax.axhline(1.0, color="gray", linewidth=0.8)
                 ax.set_yscale("log")
+                values = [v for line in lines.values() for v in line.values()] + [1.0]
+                lo, hi = min(values) / 1.15, max(values) * 1.15
+                ax.set_ylim(lo, hi)
+                ax.set_yticks([t for t in (FINE_TICKS if hi / lo < 4 else COARSE_TICKS) if lo <= t <= hi])
                 ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}×"))
                 ax.yaxis.set_minor_formatter(NullFormatter())
                 ax.set_xticks(range(len(labels)))
