@@ -14,15 +14,25 @@ BASELINES = ("eager", "compile")
 CORE_FIELDS = ("op", "shape", "dtype", "mode", "device")
 
 
+# Names of fields an op file may add that are measurements too (they differ between providers of one
+# case): floor_ms, vs_floor, saved_activation_bytes, peak_allocated_bytes, ...
+MEASURED_SUFFIXES = ("_ms", "_s", "_us", "_gbps", "_bytes", "_ratio", "_fraction")
+MEASURED_PREFIXES = ("vs_", "speedup", "peak", "memory", "achieved", "time_")
+
+
+def is_measured(name: str) -> bool:
+    return name in MEASURED_FIELDS or name.endswith(MEASURED_SUFFIXES) or name.startswith(MEASURED_PREFIXES)
+
+
 def case_key(extra_info: dict) -> tuple:
     """What a result measures, without who measured it: results with equal keys are comparable."""
-    return tuple(sorted((k, repr(v)) for k, v in extra_info.items() if k not in MEASURED_FIELDS))
+    return tuple(sorted((k, repr(v)) for k, v in extra_info.items() if not is_measured(k)))
 
 
 def variant(extra_info: dict) -> str:
     """The case-describing fields beyond CORE_FIELDS, as 'k=v, ...' ('' when none)."""
     return ", ".join(f"{k}={v}" for k, v in sorted(extra_info.items())
-                     if k not in MEASURED_FIELDS and k not in CORE_FIELDS)
+                     if not is_measured(k) and k not in CORE_FIELDS)
 
 
 def _id_without_provider(r: dict) -> str:

@@ -62,7 +62,7 @@ def test_report_tables_targets_and_plots(tmp_path):
     assert "| 64×32 | float32 | forward | 4 ms | 2 ms | 1 ms | 4.1 ms | 4.00× / 2.00× | 2.00× |" in md
     assert "Test CPU" in md
     assert "| met |" in md and "missed: 2.00 vs ≥ 2.5 (20% short)" in md
-    assert "| 200.0 | 150.0 | 0.75× |" in md  # peak memory table: MiB and the ratio to eager
+    assert "| peak_mem | 200.0 | 150.0 | 0.75× |" in md  # memory table: MiB and the ratio to eager
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -115,3 +115,15 @@ def test_cases_that_differ_only_in_their_pytest_id_are_kept_apart():
     assert rs[1]["extra_info"]["speedup_vs_eager"] == 4.0
     assert rs[3]["extra_info"]["speedup_vs_eager"] == 2.0
     assert rs[1]["extra_info"]["case_id"] == "forward-64x32-0.2-cpu"
+
+
+def test_measurement_fields_an_op_file_adds_do_not_split_cases():
+    rs = [result("eager", 4e-3, floor_ms=1.0, vs_floor=4.0, saved_activation_bytes=300 << 20, negative_slope=0.2),
+          result("fused", 2e-3, floor_ms=1.0, vs_floor=2.0, saved_activation_bytes=100 << 20, negative_slope=0.2)]
+    add_ratios(rs)
+    assert rs[1]["extra_info"]["speedup_vs_eager"] == 2.0
+    assert "negative_slope" in dict(case_key(rs[0]["extra_info"]))
+    grouped = report.group_cases([dict(r["extra_info"], median=r["stats"]["median"], key=case_key(r["extra_info"]),
+                                       variant="") for r in rs])
+    md = "\n".join(report.memory_table(next(iter(grouped.values()))))
+    assert "| saved_activation | 300.0 | 100.0 | 0.33× |" in md
