@@ -13,7 +13,7 @@ run (speedup_vs_eager, speedup_vs_compile, memory_vs_eager) and its fraction of 
 Cases are told apart by every extra_info field except the measured ones (`MEASURED_FIELDS`), so an op
 file that adds a field such as negative_slope gets separate rows without any change here or in the report.
 
-Quick mode (GENCORE_BENCH_QUICK=1 or --quick) runs 5 rounds (of as many calls as fill about 2 ms) and
+Quick mode (GENCORE_BENCH_QUICK=1 or --quick) runs 5 to 50 rounds (of as many calls as fill about 2 ms) and
 op files skip their largest sizes; the whole suite then finishes in a few minutes on a 2-core CPU.
 """
 from __future__ import annotations
@@ -95,8 +95,8 @@ def run_benchmark(benchmark, fn, *, op, shape, dtype, mode, provider, device, nb
 
     nbytes: bytes the op must move at minimum (None when that is not meaningful, e.g. a training step).
     warmup: untimed calls first (compilation, autotuning, page faults).
-    rounds: timed rounds in pedantic mode (default: 5 in quick mode, pytest-benchmark's calibration
-      otherwise).
+    rounds: timed rounds in pedantic mode (default in quick mode: 5 to 50, as many as fit in about
+      0.1 s; otherwise pytest-benchmark's own calibration).
     memory: also measure the peak memory of one call (`peak_memory`), outside the timed rounds.
     extra: more case-describing fields for extra_info (e.g. {"negative_slope": 0.2}); they separate
       cases in the report.
@@ -115,7 +115,11 @@ def run_benchmark(benchmark, fn, *, op, shape, dtype, mode, provider, device, nb
         # Calls per round so a round lasts about 2 ms: a 50 us op is not timed against the timer's and
         # the scheduler's granularity, and a training step still runs once per round.
         iterations = max(1, min(100, int(2e-3 / max(elapsed, 1e-6))))
-        result = benchmark.pedantic(timed, rounds=rounds or 5, iterations=iterations, warmup_rounds=0)
+        # At least 5 rounds, and up to 50 while they fit in about 0.1 s: on a shared machine a round that
+        # loses the CPU for a scheduler slice (~10 ms) is common, and the median needs most rounds clean.
+        if not rounds:
+            rounds = max(5, min(50, int(0.1 / max(elapsed * iterations, 1e-6))))
+        result = benchmark.pedantic(timed, rounds=rounds, iterations=iterations, warmup_rounds=0)
     else:
         result = benchmark(timed)
     median = benchmark.stats.stats.median if benchmark.stats else None

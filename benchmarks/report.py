@@ -225,7 +225,7 @@ def describe_run(run: dict) -> list[str]:
                      f"threads, CPU capability {g.get('torch_cpu_capability')}, allocator {g.get('allocator')}")
         backends = "; ".join(f"{d}: {', '.join(b)}" for d, b in g.get("gencore_backends", {}).items())
         lines.append(f"- gencore backends: {backends}; native build: {g.get('gencore_native')}")
-        mode = "quick (5 rounds of about 2 ms)" if g.get("quick") else "full (pytest-benchmark calibration)"
+        mode = "quick (5–50 rounds of about 2 ms)" if g.get("quick") else "full (pytest-benchmark calibration)"
         lines.append(f"- Mode: {mode}")
     lines.append(f"- Python {m.get('python_version', '?')}, {m.get('system', '')} {m.get('release', '')}".rstrip())
     commit = run.get("commit", {})
