@@ -295,7 +295,7 @@ def memory_table(cases: list[dict]) -> list[str]:
             line = [fmt_shape(f["shape"]), f["dtype"], f["mode"], field.removesuffix("_bytes")]
             line += [f"{vals[p] / 2**20:.1f}" if p in vals else "–" for p in providers]
             if "eager" in providers:
-                base = vals.get("eager")
+                base = vals.get("eager") if field != "rss_growth_bytes" else None  # a lower bound: no ratios
                 line += [fmt_ratio(vals[p] / base) if base and p in vals else "–" for p in others]
             body.append(line)
     notes = [f"`{k.removesuffix('_bytes')}`: {MEMORY_NOTE[k]}" for k in fields if k in MEMORY_NOTE]

@@ -110,5 +110,7 @@ def test_training_step(benchmark, quick, device, case, image_size, provider):
     run_benchmark(benchmark, step, op=f"train_step_{case}", shape=shape, dtype=torch.float32,
                   mode="train-step", provider=provider, device=device, nbytes=None, quick=quick,
                   warmup=3 if provider == "compile" else 2, memory=True,
-                  extra={"targets": {"min_speedup_vs_eager": 1.0, "max_memory_vs_eager": 1.0},
+                  # Issue 7: the fused DCGAN step is faster than fused=False and its peak memory lower
+                  # (0.99: memory is deterministic, a tie is common and is not "lower").
+                  extra={"targets": {"min_speedup_vs_eager": 1.0, "max_memory_vs_eager": 0.99},
                          "target_provider": "fused"} if case == "dcgan" else None)
