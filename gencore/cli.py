@@ -197,6 +197,36 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=_cmd_eval)
 
 
+def _cmd_bench(args) -> int:
+    """The benchmark suite (quick mode unless --full) and its report; needs a source checkout."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "benchmarks" / "report.py").is_file():
+        print(f"gencore bench: no benchmarks/ folder next to the gencore package ({root}); it runs from a "
+              "source checkout (git clone, then `pip install --no-build-isolation -e .`)", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.json"
+    cmd = [sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+           f"--benchmark-json={results}"] + ([] if args.full else ["--quick"]) + (["-k", args.k] if args.k else [])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])))
+    print("$ " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd, cwd=root, env=env)
+    if not results.is_file():
+        print(f"gencore bench: pytest wrote no results (exit status {rc})", file=sys.stderr)
+        return rc or 1
+    report = [sys.executable, "-m", "benchmarks.report", str(results), "--out", str(out), "--quiet"]
+    report += ["--no-plots"] if args.no_plots else []
+    rc_report = subprocess.call(report, cwd=root, env=env)
+    if rc_report == 0:
+        print(f"gencore bench: results {results}, report {out / 'benchmark_report.md'}")
+    return rc or rc_report
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gencore", description="Fused kernels for training GANs and VAEs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
     _add_train_parser(sub)
+    p = sub.add_parser("bench", help="run the benchmark suite (quick mode) and write its report (source checkout)")
+    p.add_argument("--out", default="bench_out", help="folder for results.json, the report and plots")
+    p.add_argument("--full", action="store_true", help="full rounds and sizes instead of quick mode")
+    p.add_argument("-k", default=None, help="pytest -k expression to select benchmarks")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
