@@ -21,6 +21,11 @@
 TORCH_LIBRARY(gencore, m) {
   m.def("kl_normal(Tensor mu, Tensor logvar, str reduction) -> Tensor");
   m.def("kl_normal_backward(Tensor grad, Tensor mu, Tensor logvar, str reduction) -> (Tensor, Tensor)");
+  m.def("reparameterize(Tensor mu, Tensor logvar, Tensor seed, int offset) -> Tensor");
+  m.def("reparameterize_backward(Tensor grad, Tensor logvar, Tensor seed, int offset) -> Tensor");
+  m.def("reparameterize_kl(Tensor mu, Tensor logvar, Tensor seed, int offset, str reduction) -> (Tensor, Tensor)");
+  m.def("reparameterize_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor seed, "
+        "int offset, str reduction) -> (Tensor, Tensor)");
 }
 
 namespace {
