@@ -103,6 +103,7 @@ GENCORE_HD void sincos_f32(float x, float& sin_out, float& cos_out) {
   float r = x - jf * 1.5703125f;
   r = r - jf * 4.837512969970703125e-4f;
   r = r - jf * 7.54978995489188216e-8f;
+  r = r > 0.8f ? 0.8f : (r < -0.8f ? -0.8f : r);  // a no-op wherever the reduction is accurate; keeps huge |x| finite
   const int32_t q = static_cast<int32_t>(jf);
   const float r2 = r * r;
   float ps = -1.9515295891e-4f;
@@ -119,8 +120,6 @@ GENCORE_HD void sincos_f32(float x, float& sin_out, float& cos_out) {
   s = (q & 2) != 0 ? -s : s;
   c = ((q + 1) & 2) != 0 ? -c : c;
   const bool bad = x != x || x == __builtin_inff() || x == -__builtin_inff();
-  s = s > 1.0f ? 1.0f : (s < -1.0f ? -1.0f : s);  // huge |x| (unreduced r): keep the result in range
-  c = c > 1.0f ? 1.0f : (c < -1.0f ? -1.0f : c);
   sin_out = bad ? __builtin_nanf("") : s;
   cos_out = bad ? __builtin_nanf("") : c;
 }
