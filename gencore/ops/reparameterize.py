@@ -100,8 +100,11 @@ def reparameterize_reference(mu: torch.Tensor, logvar: torch.Tensor, seed, offse
 
 
 def reparameterize_kl_reference(mu, logvar, seed, offset: int = 0, reduction: str = "sum"):
-    """(reparameterize_reference(...), kl_normal_reference(mu, logvar, reduction))."""
-    return reparameterize_reference(mu, logvar, seed, offset), kl_normal_reference(mu, logvar, reduction)
+    """(reparameterize_reference(...), kl_normal_reference(mu, logvar, reduction)), both from one upcast
+    of mu and logvar, so autograd adds the two gradient contributions in float32, not in mu's dtype."""
+    ct = compute_dtype(mu.dtype)
+    m, lv = mu.to(ct), logvar.to(ct)
+    return reparameterize_reference(m, lv, seed, offset).to(mu.dtype), kl_normal_reference(m, lv, reduction).to(mu.dtype)
 
 
 # ---- torch.library registration ---------------------------------------------------------------------
