@@ -407,14 +407,12 @@ def test_torch_compile_fullgraph_vae_step(backend, device):
 
     x = torch.randn(6, 12, device=device)
     compiled = torch.compile(step, fullgraph=True)
-    if device == "cuda":
-        torch.cuda.manual_seed(5)
-    torch.manual_seed(5)
+    torch.manual_seed(5)  # seeds the CUDA generators too
     loss1 = compiled(x)
     loss1.backward()
     grads1 = [p.grad.clone() for p in encoder.parameters()]
     encoder.zero_grad()
-    torch.manual_seed(5)  # seeds the CUDA generators too
+    torch.manual_seed(5)
     loss2 = compiled(x)
     loss2.backward()
     assert torch.equal(loss1, loss2)  # manual_seed repeats compiled runs too
