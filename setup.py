@@ -51,7 +51,7 @@ def native_extensions():
         raise RuntimeError("gencore: GENCORE_CUDA=1 but this PyTorch has no CUDA support")
 
     opt = ["-O0", "-g"] if debug else ["-O3"]
-    cxx = opt + ["-std=c++20", "-fopenmp", "-fno-math-errno"]
+    cxx = opt + ["-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     if cpu_arch:
         cxx.append(f"-march={cpu_arch}")
     macros = [

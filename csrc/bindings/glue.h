@@ -67,6 +67,17 @@ inline int64_t check_loss_grad(const at::Tensor& grad, const at::Tensor& like, R
   return none ? 1 : 0;
 }
 
+// The Philox seed of the reparameterization ops: a one-element int64 tensor on the data's device (so the
+// GPU path never copies it to the host), and a non-negative element offset.
+inline void check_philox_args(const at::Tensor& seed, int64_t offset, const at::Tensor& like, const char* op) {
+  TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "gencore.", op, ": seed must be an int64 tensor, got ",
+                   seed.scalar_type());
+  TORCH_CHECK_VALUE(seed.numel() == 1, "gencore.", op, ": seed must hold one value, got shape ", seed.sizes());
+  TORCH_CHECK(seed.device() == like.device(), "gencore.", op, ": seed must be on the same device as mu, got ",
+              seed.device(), " and ", like.device());
+  TORCH_CHECK_VALUE(offset >= 0, "gencore.", op, ": offset must be >= 0, got ", offset);
+}
+
 // Calls f(T{}) where T is the kernel's storage type for `dtype`: Types::f32, f64, f16, bf16.
 template <typename Types, typename F>
 decltype(auto) dispatch_floating(at::ScalarType dtype, const char* op, F&& f) {

@@ -34,6 +34,11 @@ TORCH_LIBRARY(gencore, m) {
   m.def("batch_norm_leaky_relu_backward_from_output(Tensor grad_y, Tensor y, Tensor? weight, Tensor? bias, "
         "Tensor save_mean, Tensor save_var, bool training, float eps, float negative_slope) "
         "-> (Tensor, Tensor, Tensor)");
+  m.def("reparameterize(Tensor mu, Tensor logvar, Tensor seed, int offset) -> Tensor");
+  m.def("reparameterize_backward(Tensor grad, Tensor logvar, Tensor seed, int offset) -> Tensor");
+  m.def("reparameterize_kl(Tensor mu, Tensor logvar, Tensor seed, int offset, str reduction) -> (Tensor, Tensor)");
+  m.def("reparameterize_kl_backward(Tensor grad_z, Tensor grad_kl, Tensor mu, Tensor logvar, Tensor seed, "
+        "int offset, str reduction) -> (Tensor, Tensor)");
 }
 
 namespace {

@@ -50,3 +50,36 @@ void batch_norm_leaky_relu_backward(const S* dy, const S* in, bool from_output, 
                                     bool channels_last, bool training, double eps, double slope);
 
 }  // namespace gencore::cpu
+
+// ---- Reparameterization z = mu + exp(0.5 * logvar) * eps, eps from Philox (csrc/common/philox.h) ---
+// eps of element i is philox::randn4x(seed, (offset + i) >> 2)[(offset + i) & 3]: a function of
+// (seed, offset, i) only, so neither the thread count nor the block size changes it. No eps is stored:
+// the backward kernels regenerate it from the same (seed, offset).
+namespace gencore::cpu {
+
+template <typename S>
+void reparameterize_forward(const S* mu, const S* logvar, S* z, int64_t n, uint64_t seed, uint64_t offset);
+
+// dlogvar = 0.5 * grad_z * eps * exp(0.5 * logvar)  (dmu is grad_z itself)
+template <typename S>
+void reparameterize_backward(const S* grad_z, const S* logvar, S* dlogvar, int64_t n, uint64_t seed,
+                             uint64_t offset);
+
+// z as above and, in the same pass, kl[i] = KL term of element i (reduction 'none').
+template <typename S>
+void reparameterize_kl_forward_none(const S* mu, const S* logvar, S* z, S* kl, int64_t n, uint64_t seed,
+                                    uint64_t offset);
+
+// z as above and the sum of the KL terms, accumulated like kl_normal_forward_sum (fixed chunks, double
+// across chunks in chunk order): independent of the thread count.
+template <typename S>
+double reparameterize_kl_forward_sum(const S* mu, const S* logvar, S* z, int64_t n, uint64_t seed,
+                                     uint64_t offset);
+
+// dmu = grad_z + kl_grad_mu(gk, mu), dlogvar = 0.5 * grad_z * eps * std + kl_grad_logvar(gk, std^2),
+// with gk = grad_kl[i * kl_stride] * scale (kl_stride 0: reduced KL).
+template <typename S>
+void reparameterize_kl_backward(const S* grad_z, const S* grad_kl, int64_t kl_stride, double scale, const S* mu,
+                                const S* logvar, S* dmu, S* dlogvar, int64_t n, uint64_t seed, uint64_t offset);
+
+}  // namespace gencore::cpu

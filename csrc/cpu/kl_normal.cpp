@@ -1,5 +1,6 @@
 #include <vector>
 
+#include "common/kl_term.h"
 #include "cpu/kernels.h"
 
 namespace gencore::cpu {
@@ -9,7 +10,7 @@ constexpr int64_t kGrain = 1 << 14;  // elements per task and per partial sum (f
 
 template <typename C>
 inline C kl_term(C m, C lv) {
-  return C(-0.5) * (C(1) + lv - m * m - exp_c(lv));
+  return kl_term_from_var<C>(m, lv, exp_c(lv));
 }
 }  // namespace
 
@@ -59,8 +60,8 @@ void kl_normal_backward(const S* grad, int64_t grad_stride, double scale, const 
 #pragma omp simd
     for (int64_t i = t * kGrain; i < end; ++i) {
       const C g = load(grad[i * grad_stride]) * s;
-      dmu[i] = store<S>(g * load(mu[i]));
-      dlogvar[i] = store<S>(C(0.5) * g * (exp_c(load(logvar[i])) - C(1)));
+      dmu[i] = store<S>(kl_grad_mu<C>(g, load(mu[i])));
+      dlogvar[i] = store<S>(kl_grad_logvar<C>(g, exp_c(load(logvar[i]))));
     }
   }
 }

@@ -1,3 +1,4 @@
+#include "common/kl_term.h"
 #include "cuda/kernels.h"
 #include "cuda/scalar_types.cuh"
 
@@ -8,7 +9,7 @@ constexpr int64_t kMaxSumBlocks = 1024;
 
 template <typename C>
 __device__ __forceinline__ C kl_term(C m, C lv) {
-  return C(-0.5) * (C(1) + lv - m * m - exp_c(lv));
+  return kl_term_from_var<C>(m, lv, exp_c(lv));
 }
 
 int64_t sum_blocks(int64_t n) {
@@ -56,8 +57,8 @@ __global__ void kl_backward_kernel(const S* __restrict__ grad, int64_t grad_stri
   const C s = static_cast<C>(scale);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const C g = load(grad[i * grad_stride]) * s;
-    dmu[i] = store<S>(g * load(mu[i]));
-    dlogvar[i] = store<S>(C(0.5) * g * (exp_c(load(logvar[i])) - C(1)));
+    dmu[i] = store<S>(kl_grad_mu<C>(g, load(mu[i])));
+    dlogvar[i] = store<S>(kl_grad_logvar<C>(g, exp_c(load(logvar[i]))));
   }
 }
 }  // namespace

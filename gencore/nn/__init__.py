@@ -2,6 +2,7 @@
 from gencore.nn.losses import KLDivergence
 from gencore.nn.batchnorm import (BatchNormLeakyReLU1d, BatchNormLeakyReLU2d, BatchNormLeakyReLU3d,
                                   fuse_batchnorm_activations)
+from gencore.nn.reparameterize import Reparameterize, ReparameterizeKL
 
 __all__ = ["KLDivergence", "BatchNormLeakyReLU1d", "BatchNormLeakyReLU2d", "BatchNormLeakyReLU3d",
-           "fuse_batchnorm_activations"]
+           "fuse_batchnorm_activations", "Reparameterize", "ReparameterizeKL"]
