@@ -83,6 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   bn::check_args(in, weight, bias, save_mean, save_var, eps, op);
   TORCH_CHECK_VALUE(!from_output || slope > 0, "gencore.", op,
                     ": rebuilding the input from the output needs negative_slope > 0, got ", slope);
+  check_device(grad_y, in, op, "grad_y");
   const c10::cuda::CUDAGuard guard(in.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const bn::View v = bn::view_of(in);

@@ -57,10 +57,19 @@ S* ptr(const at::Tensor& t) {
   return reinterpret_cast<S*>(t.data_ptr());
 }
 
-// The incoming gradient of a loss op: the output's shape for 'none', one value otherwise.
-// Returns the stride kernels use to read it (0 broadcasts the single value).
+// A tensor the kernel reads through a raw pointer must live on the data's device: a host pointer handed
+// to a CUDA kernel (or the reverse) is an illegal access, not an error message. CUDA glue calls this
+// before its CUDAGuard, which asserts on a CPU device.
+inline void check_device(const at::Tensor& t, const at::Tensor& like, const char* op, const char* name) {
+  TORCH_CHECK(t.device() == like.device(), "gencore.", op, ": ", name, " must be on the same device as the ",
+              "input (", like.device(), "), got ", t.device());
+}
+
+// The incoming gradient of a loss op: the output's shape for 'none', one value otherwise, on the
+// input's device. Returns the stride kernels use to read it (0 broadcasts the single value).
 inline int64_t check_loss_grad(const at::Tensor& grad, const at::Tensor& like, Reduction reduction,
                                const char* op) {
+  check_device(grad, like, op, "grad");
   const bool none = reduction == Reduction::None;
   TORCH_CHECK_VALUE(none ? grad.sizes() == like.sizes() : grad.numel() == 1, "gencore.", op,
                     ": grad has shape ", grad.sizes(), ", expected ", none ? like.sizes() : at::IntArrayRef{});

@@ -48,6 +48,7 @@ std::tuple<at::Tensor, at::Tensor> kl_normal_backward_cuda(const at::Tensor& gra
                                                            const at::Tensor& logvar,
                                                            c10::string_view reduction_name) {
   check_same(mu, logvar, "kl_normal_backward", "mu", "logvar");
+  check_device(grad, mu, "kl_normal_backward", "grad");
   const Reduction reduction = parse_reduction(reduction_name);
   const double scale = reduction_scale(reduction, mu);
   const c10::cuda::CUDAGuard guard(mu.device());

@@ -96,6 +96,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cuda(
   check_same(mu, logvar, "reparameterize_kl_backward", "mu", "logvar");
   check_same(mu, grad_z, "reparameterize_kl_backward", "mu", "grad_z");
   check_philox_args(seed, offset, mu, "reparameterize_kl_backward");
+  check_device(grad_kl, mu, "reparameterize_kl_backward", "grad_kl");
   const Reduction reduction = parse_reduction(reduction_name);
   const double scale = reduction_scale(reduction, mu);
   const c10::cuda::CUDAGuard guard(mu.device());
