@@ -4,6 +4,9 @@
 #
 #   bash benchmarks/gpu_check.sh                 # on the GPU machine, from anywhere in the checkout
 #   bash benchmarks/gpu_check.sh --cpu-dry-run   # here, without a GPU: the same stages on the CPU, small
+#   bash benchmarks/gpu_check.sh --pack          # leave only summary.txt, gpu_check.log and one
+#                                                # gpu_check_outputs.tar.gz in OUT (for runners that fetch
+#                                                # only a few files back)
 #
 # Stages (each time-limited; a failed or timed-out stage is logged and the next one still runs):
 #   env     what is installed (python, torch + CUDA, nvcc, GPU, triton, pytest-benchmark, matplotlib);
@@ -12,7 +15,8 @@
 #           (falls back to a CPU-only build if the CUDA build fails, so Triton still gets tested)
 #   info    python -m gencore info
 #   tests   python -m pytest tests -q, TRITON_INTERPRET unset (compiled Triton, CUDA kernels, every op
-#           against the reference on the GPU)
+#           against the reference on the GPU); with pytest-xdist installed, GPU_CHECK_TEST_WORKERS (default
+#           8, 0 = off) processes, one test file each, so the cold Triton compiles run in parallel
 #   bench   each benchmarks/test_bench_*.py in --quick mode, GPU cases first, one JSON per file
 #   report  python -m benchmarks.report over those JSON files -> $OUT/report/
 # The whole script stays inside GPU_CHECK_BUDGET seconds (default 420: 7 minutes, plus at most 20 s per
@@ -24,12 +28,14 @@ set -uo pipefail
 
 DRY_RUN=0
 SKIP_BUILD=0
+PACK=0
 for arg in "$@"; do
   case "$arg" in
     --cpu-dry-run) DRY_RUN=1 ;;
     --skip-build) SKIP_BUILD=1 ;;
+    --pack) PACK=1 ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | grep '^#'; exit 0 ;;
-    *) echo "gpu_check: unknown argument $arg (use --cpu-dry-run, --skip-build)" >&2; exit 2 ;;
+    *) echo "gpu_check: unknown argument $arg (use --cpu-dry-run, --skip-build, --pack)" >&2; exit 2 ;;
   esac
 done
 
@@ -210,6 +216,12 @@ if [ "$DRY_RUN" = 1 ]; then
 else
   TEST_ARGS=(tests -q -rs --durations=15 -p no:cacheprovider --junitxml="$OUT/tests.xml")
   TEST_ENV=(env -u TRITON_INTERPRET)  # compiled Triton on the GPU, not the interpreter
+  # A fresh machine has no Triton cache: serially, the first compile of every kernel variant alone can
+  # outlast the stage. One file per worker keeps each file's fixtures and backend state in one process.
+  WORKERS="${GPU_CHECK_TEST_WORKERS:-8}"
+  if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2>/dev/null; then
+    TEST_ARGS+=(-n "$WORKERS" --dist loadfile)
+  fi
 fi
 stage tests 150 "${TEST_ENV[@]}" "$PY" -m pytest "${TEST_ARGS[@]}"
 
@@ -255,7 +267,19 @@ fi
 
 log "done in $((SECONDS - START))s; summary:"
 sed 's/^/    /' "$SUMMARY" | tee -a "$OUT/gpu_check.log"
-log "outputs: $OUT (report: $OUT/report/benchmark_report.md)"
+if [ "$PACK" = 1 ]; then
+  log "outputs: $OUT (the rest in gpu_check_outputs.tar.gz; report: report/benchmark_report.md inside it)"
+else
+  log "outputs: $OUT (report: $OUT/report/benchmark_report.md)"
+fi
+if [ "$PACK" = 1 ]; then
+  # Everything but the summary and this log into one archive, the originals removed.
+  mapfile -t PACKED < <(cd "$OUT" && ls -A | grep -v -x -e summary.txt -e gpu_check.log -e gpu_check_outputs.tar.gz)
+  if [ ${#PACKED[@]} -gt 0 ] && tar -czf "$OUT/gpu_check_outputs.tar.gz" -C "$OUT" "${PACKED[@]}"; then
+    (cd "$OUT" && rm -rf -- "${PACKED[@]}")
+    log "packed ${#PACKED[@]} entries into $OUT/gpu_check_outputs.tar.gz"
+  fi
+fi
 if [ -n "$FAILED_STAGES" ]; then
   log "failed or timed out:$FAILED_STAGES"
   exit 1
