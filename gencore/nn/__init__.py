@@ -2,6 +2,7 @@
 from gencore.nn.losses import KLDivergence
 from gencore.nn.batchnorm import (BatchNormLeakyReLU1d, BatchNormLeakyReLU2d, BatchNormLeakyReLU3d,
                                   fuse_batchnorm_activations)
+from gencore.nn.batchnorm import SyncBatchNormLeakyReLU, sync_batchnorm_activations
 
 __all__ = ["KLDivergence", "BatchNormLeakyReLU1d", "BatchNormLeakyReLU2d", "BatchNormLeakyReLU3d",
-           "fuse_batchnorm_activations"]
+           "fuse_batchnorm_activations", "SyncBatchNormLeakyReLU", "sync_batchnorm_activations"]

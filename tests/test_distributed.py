@@ -1,0 +1,164 @@
+"""Multi-process tests with real processes (gloo over TCP on 127.0.0.1): the synchronized fused
+BatchNorm+activation against one process's nn.BatchNorm2d + activation on the concatenated global batch,
+DDP training through the CLI, and a dying rank. Every launch has a hard timeout."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+import gencore
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "dist_worker.py")
+
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                                reason="torch.distributed with gloo is not available")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    env.pop("TRITON_INTERPRET", None) if env.get("GENCORE_TEST_TRITON") != "1" else None
+    return env
+
+
+def _launch(case: str, world: int, tmp_path, timeout: float = 90) -> list[subprocess.CompletedProcess]:
+    """Start `world` worker processes, wait at most `timeout` seconds for all, kill them otherwise."""
+    port = _free_port()
+    procs = [subprocess.Popen([sys.executable, WORKER, case, str(r), str(world), str(port), str(tmp_path)],
+                              env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(world)]
+    outs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=timeout)
+            outs.append((p.returncode, out))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.communicate()
+        pytest.fail(f"{case} with {world} processes did not finish within {timeout} s (hang?)")
+    return outs
+
+
+# ---- the synchronized fused layer against one process on the global batch --------------------------------
+def _reference(split, dtype, slope, seed_steps=2, set_affine=True):
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import dist_worker as w
+    bn = torch.nn.BatchNorm2d(w.C, dtype=torch.float64)
+    with torch.no_grad():
+        if set_affine:
+            bn.weight.copy_(torch.tensor([1.5, -0.7, 0.3]))
+            bn.bias.copy_(torch.tensor([0.1, 0.4, -0.2]))
+    out = {}
+    for step in range(seed_steps):
+        x, gy = w.global_batch(sum(split), dtype, seed=step)
+        x = x.to(torch.float64).requires_grad_(True)
+        bn.zero_grad()
+        y = F.leaky_relu(bn(x), slope) if slope else F.relu(bn(x))
+        y.backward(gy.to(torch.float64))
+        out[step] = dict(y=y.detach(), dx=x.grad, dw=bn.weight.grad.clone(), db=bn.bias.grad.clone(),
+                         running_mean=bn.running_mean.clone(), running_var=bn.running_var.clone())
+    bn.eval()
+    x, _ = w.global_batch(sum(split), dtype, seed=5)
+    y = bn(x.to(torch.float64))
+    out["eval"] = F.leaky_relu(y, slope) if slope else F.relu(y)
+    return out
+
+
+TOL = {"torch.float64": dict(atol=1e-9, rtol=1e-9), "torch.float32": dict(atol=2e-5, rtol=2e-5)}
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sync_batchnorm_matches_global_batch(world, tmp_path):
+    outs = _launch("bn", world, tmp_path)
+    for rc, out in outs:
+        assert rc == 0, out[-3000:]
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    keys = [k for k in results[0] if isinstance(k, tuple)]
+    assert {k[1] for k in keys} >= {"torch", "cpu"} & set(gencore.available_backends("cpu"))
+    for key in keys:
+        split, backend, dtype, slope, channels_last = key
+        ref = _reference(split, getattr(torch, dtype.split(".")[1]), slope)
+        tol = TOL[dtype]
+        for step in (0, 1):
+            got = [res[key][step] for res in results]
+            for name in ("y", "dx"):
+                cat = torch.cat([g[name].to(torch.float64) for g in got])
+                torch.testing.assert_close(cat, ref[step][name], **tol, msg=lambda m: f"{key} step {step} {name}: {m}")
+            for name in ("dw", "db", "running_mean", "running_var"):
+                for r, g in enumerate(got):  # identical on every rank, the empty one included
+                    torch.testing.assert_close(g[name].to(torch.float64), ref[step][name], **tol,
+                                               msg=lambda m: f"{key} step {step} rank {r} {name}: {m}")
+        if channels_last:
+            assert all(res[key][0]["y"].is_contiguous(memory_format=torch.channels_last) or
+                       res[key][0]["y"].shape[0] <= 1 for res in results)
+        cat = torch.cat([res[key]["eval"].to(torch.float64) for res in results])
+        torch.testing.assert_close(cat, ref["eval"], **tol)
+        assert all(res[key]["num_batches_tracked"] == 2 for res in results)
+    # nn.SyncBatchNorm + LeakyReLU fused by fuse_batchnorm_activations: still synchronized.
+    split = (3, 5) if world == 2 else (3, 0, 5)
+    ref = _reference(split, torch.float64, 0.2, seed_steps=1, set_affine=False)
+    assert all(res["converted"]["type"] == "SyncBatchNormLeakyReLU" for res in results)
+    torch.testing.assert_close(torch.cat([res["converted"]["y"] for res in results]), ref[0]["y"])
+    torch.testing.assert_close(torch.cat([res["converted"]["dx"] for res in results]), ref[0]["dx"])
+    torch.testing.assert_close(results[-1]["converted"]["running_var"], ref[0]["running_var"])
+
+
+def test_dead_rank_fails_fast(tmp_path):
+    import time
+    t0 = time.monotonic()
+    outs = _launch("die", 2, tmp_path, timeout=60)
+    assert outs[1][0] == 3
+    # Rank 0 either raised (result file) or exited non-zero; it did not hang.
+    path = tmp_path / "rank0.pt"
+    if path.exists():
+        err = torch.load(path, weights_only=False)["error"]
+        assert err is not None, "the synchronized forward ran although its peer was dead"
+    else:
+        assert outs[0][0] != 0
+    assert time.monotonic() - t0 < 60
+
+
+# ---- single process: exactly the unsynchronized layer ----------------------------------------------------
+def test_sync_without_process_group_is_plain():
+    assert not dist.is_initialized()
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 2, dtype=torch.float64)
+    a = gencore.nn.BatchNormLeakyReLU2d(3, negative_slope=0.2, sync=True, dtype=torch.float64)
+    b = gencore.nn.BatchNormLeakyReLU2d(3, negative_slope=0.2, dtype=torch.float64)
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    torch.testing.assert_close(a.running_var, b.running_var, rtol=0, atol=0)
+    assert "sync=True" in repr(a)
+    with pytest.raises(ValueError, match="inplace"):
+        gencore.nn.BatchNormLeakyReLU2d(3, sync=True, inplace=True)
+
+
+def test_fuse_converts_syncbatchnorm_and_sync_helper():
+    seq = torch.nn.Sequential(torch.nn.SyncBatchNorm(4), torch.nn.ReLU(), torch.nn.BatchNorm1d(4),
+                              torch.nn.LeakyReLU(0.1))
+    sd = {k: v.clone() for k, v in seq.state_dict().items()}
+    gencore.nn.fuse_batchnorm_activations(seq, inplace=True)
+    assert seq.fused_batchnorm_activations == 2
+    assert isinstance(seq[0], gencore.nn.SyncBatchNormLeakyReLU) and seq[0].sync and not seq[0].inplace
+    assert seq[0].negative_slope == 0.0 and isinstance(seq[1], torch.nn.Identity)
+    assert seq.state_dict().keys() == sd.keys()
+    assert not seq[2].sync and seq[2].inplace
+    gencore.nn.sync_batchnorm_activations(seq)
+    assert seq.synced_batchnorm_activations == 2 and seq[2].sync and not seq[2].inplace
+    x = torch.randn(6, 4)
+    seq(x).sum().backward()  # no process group: runs as the plain layers
