@@ -97,8 +97,31 @@ def run_die(rank, world):
     return {"error": None}
 
 
+def run_train(rank, world, port, outdir, argv):
+    """`gencore train ARGV` through the CLI with torchrun's environment; saves this rank's final weights."""
+    from gencore.cli import main as cli_main
+    from gencore.training import trainer as tr
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), GENCORE_DIST_TIMEOUT="60")
+    seen = {}
+    run = tr.Trainer.run
+
+    def spy(self):
+        seen["trainer"] = self
+        return run(self)
+
+    tr.Trainer.run = spy
+    rc = cli_main(["train", *argv])
+    t = seen["trainer"]
+    state = {k: {n: v.clone() for n, v in m.state_dict().items()} for k, m in t.models.items()}
+    torch.save({"rc": rc, "step": t.step, "state": state}, os.path.join(outdir, f"rank{rank}.pt"))
+
+
 def main():
     case, rank, world, port, outdir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+    if case == "train":  # the CLI joins the group itself, from the environment
+        return run_train(rank, world, port, outdir, sys.argv[6:])
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=20))
     result = {"bn": run_bn, "die": run_die}[case](rank, world)

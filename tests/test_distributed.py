@@ -3,6 +3,7 @@ BatchNorm+activation against one process's nn.BatchNorm2d + activation on the co
 DDP training through the CLI, and a dying rank. Every launch has a hard timeout."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -35,10 +36,11 @@ def _env():
     return env
 
 
-def _launch(case: str, world: int, tmp_path, timeout: float = 90) -> list[subprocess.CompletedProcess]:
+def _launch(case: str, world: int, tmp_path, timeout: float = 90, extra=()) -> list[tuple[int, str]]:
     """Start `world` worker processes, wait at most `timeout` seconds for all, kill them otherwise."""
     port = _free_port()
-    procs = [subprocess.Popen([sys.executable, WORKER, case, str(r), str(world), str(port), str(tmp_path)],
+    procs = [subprocess.Popen([sys.executable, WORKER, case, str(r), str(world), str(port), str(tmp_path),
+                               *extra],
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for r in range(world)]
     outs = []
@@ -132,6 +134,58 @@ def test_dead_rank_fails_fast(tmp_path):
     else:
         assert outs[0][0] != 0
     assert time.monotonic() - t0 < 60
+
+
+# ---- DDP training through the CLI ------------------------------------------------------------------------
+TINY_DCGAN = ["dcgan", "--ngf", "4", "--ndf", "4", "--nz", "8", "--batch-size", "7", "--eval-samples", "32",
+              "--no-progress", "--sample-every", "3"]
+
+
+def _check_identical(tmp_path, world, step):
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    assert all(r["rc"] == 0 and r["step"] == step for r in results)
+    for name, sd in results[0]["state"].items():
+        for other in results[1:]:
+            for k, v in sd.items():
+                assert torch.equal(v, other["state"][name][k]), f"{name}.{k} differs between ranks"
+    return results[0]["state"]
+
+
+def test_ddp_training_through_cli_and_resume_on_other_world_size(tmp_path):
+    run = tmp_path / "run"
+    # Global batch 7 over 2 ranks (4 + 3): uneven slices, synchronized fused BatchNorm, DDP.
+    outs = _launch("train", 2, tmp_path, extra=[*TINY_DCGAN, "--steps", "3", "--out", str(run)])
+    for rc, out in outs:
+        assert rc == 0, out[-3000:]
+    state2 = _check_identical(tmp_path, 2, 3)
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["world_size"] == 2
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["world_size"] == 2 and ckpt["step"] == 3
+    for k, v in state2["G"].items():
+        assert torch.equal(v, ckpt["models"]["G"][k])
+    rv = [v for k, v in state2["D"].items() if k.endswith("running_var")]
+    assert rv and all((v != 1).any() for v in rv)  # BatchNorm statistics were updated
+    # Resume the same run on 3 processes (2 + 2 + 3 samples): continues from step 3 to 5.
+    for r in range(2):
+        os.remove(tmp_path / f"rank{r}.pt")
+    outs = _launch("train", 3, tmp_path, extra=[*TINY_DCGAN, "--steps", "5", "--out", str(run), "--resume"])
+    for rc, out in outs:
+        assert rc == 0, out[-3000:]
+    _check_identical(tmp_path, 3, 5)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss_d" in r][-1] == 5
+    assert json.loads((run / "metrics.json").read_text())["step"] == 5
+
+
+def test_nproc_launches_torchrun(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "gencore", "train", *TINY_DCGAN, "--steps", "2", "--out", str(run), "--nproc", "2"]
+    p = subprocess.run(cmd, env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-3000:]
+    assert "torch.distributed.run" in p.stderr and "2 processes" in p.stderr
+    assert json.loads((run / "metrics.json").read_text())["step"] == 2
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
 
 
 # ---- single process: exactly the unsynchronized layer ----------------------------------------------------
