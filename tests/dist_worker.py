@@ -85,6 +85,17 @@ def run_bn(rank, world):
     return results
 
 
+def run_stall(rank, world, outdir):
+    """Rank 1 is alive but never calls the layer; rank 0 must time out (group timeout 5 s) with an error."""
+    import time
+    if rank == 1:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(outdir, "rank0.pt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os._exit(0)
+    return run_die(rank, world)
+
+
 def run_die(rank, world):
     """Rank 1 dies before the first collective; the others must fail with an error, not hang."""
     if rank == 1:
@@ -123,10 +134,13 @@ def main():
     if case == "train":  # the CLI joins the group itself, from the environment
         return run_train(rank, world, port, outdir, sys.argv[6:])
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=20))
-    result = {"bn": run_bn, "die": run_die}[case](rank, world)
+                            timeout=datetime.timedelta(seconds=5 if case == "stall" else 20))
+    if case == "stall":
+        result = run_stall(rank, world, outdir)
+    else:
+        result = {"bn": run_bn, "die": run_die}[case](rank, world)
     torch.save(result, os.path.join(outdir, f"rank{rank}.pt"))
-    if case != "die":
+    if case == "bn":
         dist.barrier()
     dist.destroy_process_group()
 

@@ -294,6 +294,17 @@ def sync_group(process_group=None, sync: bool = False):
     return group if dist.get_world_size(group) > 1 else None
 
 
+def _collective(fn, what, group):
+    """Run a collective; a dead, hung or absent peer becomes an error naming this op (not a bare gloo one)."""
+    try:
+        fn()
+    except RuntimeError as exc:
+        import torch.distributed as dist
+        raise RuntimeError(f"gencore.{OP}: synchronizing {what} over {dist.get_world_size(group)} processes failed "
+                           "(a process died, stopped, or did not call this layer; every rank must run it, also "
+                           f"with an empty batch): {exc}") from exc
+
+
 def _combine_stats(x, group):
     """Global (mean, biased var, count) of x's channels over every rank of `group`, as nn.SyncBatchNorm
     combines them: each rank's (count, mean, var) in ONE all_gather (not invstd: uneven and empty batches
@@ -307,7 +318,7 @@ def _combine_stats(x, group):
         local[1:c + 1] = mean
         local[c + 1:] = var
     parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, local, group=group)
+    _collective(lambda: dist.all_gather(parts, local, group=group), "batch statistics", group)
     g = torch.stack(parts)
     counts, means, variances = g[:, :1], g[:, 1:c + 1], g[:, c + 1:]
     total = counts.sum()
@@ -358,7 +369,8 @@ class _SyncFunction(torch.autograd.Function):
             dw = db = torch.zeros(c, dtype=_param_grad_dtype(x, weight), device=x.device)
         if ctx.needs_input_grad[0]:
             sums = torch.cat([db, dw]).to(torch.float64)
-            dist.all_reduce(sums, group=group)  # peers block here, so an empty rank joins too
+            # Peers block here, so an empty rank joins too.
+            _collective(lambda: dist.all_reduce(sums, group=group), "gradient sums", group)
             if x.numel() > 0:
                 invstd = torch.rsqrt(var.to(torch.float64) + eps)
                 a = invstd * (weight.to(torch.float64) if weight is not None else 1.0)
