@@ -80,9 +80,38 @@ def run_bn(rank, world):
     x = x[lo:hi].clone().requires_grad_(True)
     y = seq(x)
     y.backward(gy[lo:hi])
-    results["converted"] = dict(type=type(seq[0]).__name__, y=y.detach(), dx=x.grad,
+    # The op itself with an explicit group and no running statistics gives the same output.
+    y_op = bn_op.batch_norm_leaky_relu(x.detach(), None, None, None, None, training=True, negative_slope=0.2,
+                                       process_group=dist.group.WORLD)
+    results["converted"] = dict(type=type(seq[0]).__name__, y=y.detach(), dx=x.grad, y_op=y_op,
                                 running_var=seq[0].running_var.clone())
     return results
+
+
+def run_gpu(rank, world):
+    """On a GPU (both ranks share cuda:0, gloo): the synchronized fused layer against nn.SyncBatchNorm +
+    LeakyReLU on the same slices; returns the largest differences per backend."""
+    import torch.nn.functional as F
+    dev = torch.device("cuda", 0)
+    split = (3, 5) if world == 2 else (3, 0, 5)
+    lo, hi = sum(split[:rank]), sum(split[:rank + 1])
+    x, gy = global_batch(sum(split), torch.float32, seed=0)
+    x, gy = x[lo:hi].to(dev), gy[lo:hi].to(dev)
+    ref_bn = torch.nn.SyncBatchNorm(C).to(dev)
+    xr = x.clone().requires_grad_(True)
+    yr = F.leaky_relu(ref_bn(xr), 0.2)
+    yr.backward(gy)
+    out = {}
+    for backend in gencore.available_backends("cuda"):
+        layer = gencore.nn.SyncBatchNormLeakyReLU(C, negative_slope=0.2, backend=backend).to(dev)
+        xg = x.clone().requires_grad_(True)
+        y = layer(xg)
+        y.backward(gy)
+        out[backend] = max(float((y - yr).abs().max()) if y.numel() else 0.0,
+                           float((xg.grad - xr.grad).abs().max()) if y.numel() else 0.0,
+                           float((layer.weight.grad - ref_bn.weight.grad).abs().max()),
+                           float((layer.running_var - ref_bn.running_var).abs().max()))
+    return out
 
 
 def run_stall(rank, world, outdir):
@@ -138,9 +167,9 @@ def main():
     if case == "stall":
         result = run_stall(rank, world, outdir)
     else:
-        result = {"bn": run_bn, "die": run_die}[case](rank, world)
+        result = {"bn": run_bn, "die": run_die, "gpu": run_gpu}[case](rank, world)
     torch.save(result, os.path.join(outdir, f"rank{rank}.pt"))
-    if case == "bn":
+    if case in ("bn", "gpu"):
         dist.barrier()
     dist.destroy_process_group()
 

@@ -118,7 +118,19 @@ def test_sync_batchnorm_matches_global_batch(world, tmp_path):
     assert all(res["converted"]["type"] == "SyncBatchNormLeakyReLU" for res in results)
     torch.testing.assert_close(torch.cat([res["converted"]["y"] for res in results]), ref[0]["y"])
     torch.testing.assert_close(torch.cat([res["converted"]["dx"] for res in results]), ref[0]["dx"])
+    torch.testing.assert_close(torch.cat([res["converted"]["y_op"] for res in results]), ref[0]["y"])
     torch.testing.assert_close(results[-1]["converted"]["running_var"], ref[0]["running_var"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("world", [2, 3])
+def test_sync_batchnorm_matches_nn_syncbatchnorm_on_gpu(world, tmp_path):
+    outs = _launch("gpu", world, tmp_path, timeout=120)
+    for rc, out in outs:
+        assert rc == 0, out[-3000:]
+    for r in range(world):
+        diffs = torch.load(tmp_path / f"rank{r}.pt", weights_only=False)
+        assert diffs and all(d < 1e-4 for d in diffs.values()), diffs
 
 
 @pytest.mark.parametrize("case", ["die", "stall"])
