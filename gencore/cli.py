@@ -86,13 +86,12 @@ def _cmd_train(args) -> int:
         if trainer.dist.is_main:
             print(f"training {cfg.model} on {cfg.data} for {trainer.total_steps} steps "
                   f"({trainer.device}{procs}, fused={cfg.fused}) -> {out}", file=sys.stderr)
-    from gencore.training import distributed as gdist
     try:
         summary = trainer.run()
     except KeyboardInterrupt:
         return 130
     finally:
-        gdist.teardown(trainer.dist)
+        trainer.close()
     if not trainer.dist.is_main:
         return 0
     print(json.dumps(summary, indent=2))

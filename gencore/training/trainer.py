@@ -119,9 +119,10 @@ class Trainer:
                 torch.cuda.set_device(self.device)
             if cfg.r1:
                 raise ValueError("--r1 (double backward) is not supported with more than one process")
-            if cfg.batch_size < self.dist.world_size:
+            if cfg.batch_size // cfg.pack < self.dist.world_size:
                 raise ValueError(f"--batch-size {cfg.batch_size} is the global batch, split over "
-                                 f"{self.dist.world_size} processes: it must be at least the number of processes")
+                                 f"{self.dist.world_size} processes (in whole packs of --pack {cfg.pack}): "
+                                 "every process needs at least one")
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("--amp fp16 needs a CUDA device (float16 autocast + gradient scaler); "
                              "on the CPU use --amp bf16")
@@ -298,8 +299,8 @@ class Trainer:
         index = self.stream.next()
         scale = 1.0
         if self.dist.enabled:
-            n_global = len(index)
-            index = index.tensor_split(self.dist.world_size)[self.dist.rank]
+            n_global, pack = len(index), self.cfg.pack  # slices hold whole PacGAN packs
+            index = index.view(-1, pack).tensor_split(self.dist.world_size)[self.dist.rank].reshape(-1)
             scale = len(index) * self.dist.world_size / n_global
         batch = self.dataset.batch(index).to(self.device, non_blocking=True)
         out = self._vae_step(batch, scale) if self.cfg.model == "vae" else self._gan_step(batch, scale)
@@ -445,6 +446,16 @@ class Trainer:
             json.dump(summary, f, indent=2)
         return summary
 
+
+    def close(self) -> None:
+        """Leave the process group. The DDP wrappers go first: a DDP reducer that outlives the group and
+        frees it at interpreter exit deadlocks PyTorch's gloo shutdown (its worker thread needs the GIL
+        that the freeing thread holds)."""
+        if self.dist.enabled:
+            import gc
+            self.train_models = dict(self.models)
+            gc.collect()
+            gdist.teardown(self.dist)
 
     def _run_worker(self) -> dict:
         """A rank other than 0: the same steps (the collectives pair with rank 0's), no files."""
