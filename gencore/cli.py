@@ -82,12 +82,18 @@ def _cmd_train(args) -> int:
         if os.path.exists(os.path.join(out, CHECKPOINT_NAME)):
             raise CommandError(f"{out} already holds a run; add --resume to continue it, or choose another --out")
         trainer = Trainer(cfg, out, progress=not args.no_progress)
-        print(f"training {cfg.model} on {cfg.data} for {trainer.total_steps} steps "
-              f"({trainer.device}, fused={cfg.fused}) -> {out}", file=sys.stderr)
+        procs = f", {trainer.dist.world_size} processes" if trainer.dist.enabled else ""
+        if trainer.dist.is_main:
+            print(f"training {cfg.model} on {cfg.data} for {trainer.total_steps} steps "
+                  f"({trainer.device}{procs}, fused={cfg.fused}) -> {out}", file=sys.stderr)
     try:
         summary = trainer.run()
     except KeyboardInterrupt:
         return 130
+    finally:
+        trainer.close()
+    if not trainer.dist.is_main:
+        return 0
     print(json.dumps(summary, indent=2))
     print(f"wrote {trainer.out_dir}: samples.png, losses.png, metrics.json, checkpoint.pt", file=sys.stderr)
     return 0
@@ -122,7 +128,7 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-_NON_CONFIG = {"command", "func", "out", "resume", "threads", "no_progress"}
+_NON_CONFIG = {"command", "func", "out", "resume", "threads", "no_progress", "nproc"}
 
 
 def _positive_int(text: str) -> int:
@@ -179,6 +185,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
     p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.add_argument("--nproc", type=_positive_int, default=1,
+                   help="train with N processes on this machine (DistributedDataParallel, synchronized BatchNorm; "
+                        "starts `torchrun --standalone --nproc_per_node=N -m gencore train ...`); --batch-size "
+                        "is then the global batch")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("sample", help="generate a sample grid from a checkpoint")
@@ -248,8 +258,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _launch_nproc(argv: list[str], nproc: int) -> int:
+    """`gencore train --nproc N ...`: the same command under torchrun (one node, N processes)."""
+    import subprocess
+
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "gencore", *rest]
+    print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.call(cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.command == "train" and args.nproc > 1:
+        from gencore.training.distributed import env_world_size
+        if env_world_size() > 1:
+            raise SystemExit("gencore train: error: --nproc starts its own processes; under torchrun leave it out")
+        return _launch_nproc(argv, args.nproc)
     if args.command in ("train", "sample", "eval"):
         try:
             return args.func(args)

@@ -403,7 +403,8 @@ def test_converter_on_dcgan_models(inplace):
 
 
 def test_converter_keeps_device_dtype_mode_and_skips_others():
-    model = nn.Sequential(nn.BatchNorm2d(3), nn.Tanh(), nn.SyncBatchNorm(3), nn.ReLU(), nn.BatchNorm2d(3),
+    # nn.SyncBatchNorm + activation is fused too (SyncBatchNormLeakyReLU; tests/test_distributed.py).
+    model = nn.Sequential(nn.BatchNorm2d(3), nn.Tanh(), nn.SyncBatchNorm(3), nn.Tanh(), nn.BatchNorm2d(3),
                           nn.Sequential(nn.ReLU()), nn.BatchNorm1d(3).double(), nn.LeakyReLU(0.1))
     model[6].eval()
     fuse_batchnorm_activations(model)

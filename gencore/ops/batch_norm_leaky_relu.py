@@ -281,6 +281,117 @@ def _apply_inplace(x, weight, bias, running_mean, running_var, training, eps, ne
     return mean, var
 
 
+# ---- synchronized (multi-process) mode ------------------------------------------------------------------
+def sync_group(process_group=None, sync: bool = False):
+    """The process group a synchronized layer uses now, or None when it runs unsynchronized: no group asked
+    for, torch.distributed not initialized, or a group of one process (exactly the plain layer then)."""
+    if process_group is None and not sync:
+        return None
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    group = process_group if process_group is not None else dist.group.WORLD
+    return group if dist.get_world_size(group) > 1 else None
+
+
+def _collective(fn, what, group):
+    """Run a collective; a dead, hung or absent peer becomes an error naming this op (not a bare gloo one)."""
+    try:
+        fn()
+    except RuntimeError as exc:
+        import torch.distributed as dist
+        raise RuntimeError(f"gencore.{OP}: synchronizing {what} over {dist.get_world_size(group)} processes failed "
+                           "(a process died, stopped, or did not call this layer; every rank must run it, also "
+                           f"with an empty batch): {exc}") from exc
+
+
+def _combine_stats(x, group):
+    """Global (mean, biased var, count) of x's channels over every rank of `group`, as nn.SyncBatchNorm
+    combines them: each rank's (count, mean, var) in ONE all_gather (not invstd: uneven and empty batches
+    stay exact), merged in float64 with Chan's formula (no E[x^2] - E[x]^2 cancellation)."""
+    import torch.distributed as dist
+    c = x.shape[1]
+    local = torch.zeros(2 * c + 1, dtype=torch.float64, device=x.device)
+    if x.numel() > 0:  # an empty rank sends count 0 and still joins the collective
+        var, mean = torch.var_mean(x.to(compute_dtype(x.dtype)), dim=_reduce_dims(x), unbiased=False)
+        local[0] = x.numel() // c
+        local[1:c + 1] = mean
+        local[c + 1:] = var
+    parts = [torch.empty_like(local) for _ in range(dist.get_world_size(group))]
+    _collective(lambda: dist.all_gather(parts, local, group=group), "batch statistics", group)
+    g = torch.stack(parts)
+    counts, means, variances = g[:, :1], g[:, 1:c + 1], g[:, c + 1:]
+    total = counts.sum()
+    mean = (counts * means).sum(0) / total.clamp(min=1)
+    m2 = (counts * (variances + (means - mean) ** 2)).sum(0)
+    return mean, m2 / total.clamp(min=1), int(total.item())
+
+
+class _SyncFunction(torch.autograd.Function):
+    """Training-mode BatchNorm+activation with statistics of the global batch (all ranks of a group).
+
+    The backend's kernels are used unchanged: the local statistics are gathered and merged, the backend's
+    eval-style forward normalizes with the global (mean, var), and in backward the backend's eval-style
+    backward gives dx_eval = a*dz together with the local sums (Σdz, Σdz·x̂); those two sums are all-reduced
+    in ONE collective and dx = dx_eval - a*(Σdz + x̂ Σdz·x̂) / N_global is applied elementwise. Returned
+    weight/bias gradients are this rank's own sums, as nn.SyncBatchNorm's are (DDP averages them)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, negative_slope, backend, group):
+        ct = compute_dtype(x.dtype)
+        mean64, var64, total = _combine_stats(x, group)
+        if total == 1:  # every rank sees the same total, so every rank raises (no deadlock)
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()} "
+                             "on this rank and 1 value per channel over all ranks")
+        mean, var = mean64.to(ct), var64.to(ct)
+        if x.numel() > 0:
+            y, _, _ = _ops(backend)[0](x, weight, bias, mean, var, False, eps, negative_slope)
+        else:
+            y = _output_like(x)
+        if running_mean is not None and total > 1:
+            _update_running_stats(running_mean, running_var, mean64, var64, momentum, total)
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.args = (eps, negative_slope, backend, group, total)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        import torch.distributed as dist
+        x, weight, bias, mean, var = ctx.saved_tensors
+        eps, negative_slope, backend, group, total = ctx.args
+        c = x.shape[1]
+        ct = compute_dtype(x.dtype)
+        if x.numel() > 0:
+            dx, dw, db = _ops(backend)[1](grad_y, x, weight, bias,
+                                          mean, var, False, eps, negative_slope)
+        else:
+            dx = _output_like(x)
+            dw = db = torch.zeros(c, dtype=_param_grad_dtype(x, weight), device=x.device)
+        if ctx.needs_input_grad[0]:
+            sums = torch.cat([db, dw]).to(torch.float64)
+            # Peers block here, so an empty rank joins too.
+            _collective(lambda: dist.all_reduce(sums, group=group), "gradient sums", group)
+            if x.numel() > 0:
+                invstd = torch.rsqrt(var.to(torch.float64) + eps)
+                a = invstd * (weight.to(torch.float64) if weight is not None else 1.0)
+                k_x = a * invstd * sums[c:] / total           # coefficient of (x - mean)
+                k_0 = a * sums[:c] / total - k_x * mean.to(torch.float64)  # the constant part
+                shape = _channel_shape(x)
+                dx32 = dx.to(ct)
+                dx32 = dx32.addcmul_(x.to(ct), k_x.to(ct).view(shape), value=-1).sub_(k_0.to(ct).view(shape))
+                dx = dx32.to(x.dtype)
+        else:
+            dx = None
+        return (dx, dw if ctx.needs_input_grad[1] else None, db if ctx.needs_input_grad[2] else None,
+                None, None, None, None, None, None, None)
+
+
+# Collectives inside: run eagerly under torch.compile (a graph break), as the in-place mode does.
+@torch.compiler.disable
+def _apply_sync(*args):
+    return _SyncFunction.apply(*args)
+
+
 # ---- argument checks ------------------------------------------------------------------------------------
 def _check_channel_tensor(t, x, name):
     if t is None:
@@ -296,7 +407,8 @@ def _check_channel_tensor(t, x, name):
         raise RuntimeError(f"gencore.{OP}: {name} is on {t.device} but x is on {x.device}")
 
 
-def _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace):
+def _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
+                check_count=True):
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"gencore.{OP}: x must be a torch.Tensor, got {type(x).__name__}")
     if x.dtype not in FLOAT_DTYPES:
@@ -323,7 +435,7 @@ def _check_args(x, running_mean, running_var, weight, bias, training, momentum, 
         raise ValueError(f"gencore.{OP}: inplace=True rebuilds the input by inverting the activation, which "
                          f"needs negative_slope > 0; got {negative_slope} (ReLU cannot be inverted). "
                          "Use inplace=False for ReLU")
-    if training:
+    if training and check_count:  # synchronized: the global count is checked after the gather instead
         per_channel = x.numel() // x.shape[1] if x.shape[1] else 0
         if per_channel == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.size()}")
@@ -342,7 +454,7 @@ def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, ru
                           weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                           training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
                           negative_slope: float = 0.01, inplace: bool = False, *,
-                          backend: str | None = None) -> torch.Tensor:
+                          backend: str | None = None, process_group=None, sync: bool = False) -> torch.Tensor:
     """leaky_relu(F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps), negative_slope).
 
     Arguments are those of torch.nn.functional.batch_norm plus the slope; negative_slope=0 is ReLU.
@@ -353,10 +465,21 @@ def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, ru
     inplace=True (memory-saving mode, needs negative_slope > 0) writes the output over x and returns x;
     autograd then keeps only the output (plus a copy of channels whose weight is 0 or tiny against the
     bias), so one activation per layer is freed.
+    process_group= (a torch.distributed group) or sync=True (the default group): with training=True the
+    statistics are those of the global batch over all ranks of the group, like nn.SyncBatchNorm (every
+    rank must call it, also with an empty batch). Without an initialized process group, or a group of one
+    process, or training=False, this is the unsynchronized op. Not with inplace=True.
     """
-    _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace)
+    group = sync_group(process_group, sync) if training else None
+    if group is not None and inplace:
+        raise ValueError(f"gencore.{OP}: inplace=True is not supported with process_group/sync (synchronized "
+                         "statistics); use inplace=False")
+    _check_args(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
+                check_count=group is None)
     name = backends.select(OP, x, backend, SUPPORTED)
     eps, negative_slope = float(eps), float(negative_slope)
+    if group is not None:
+        return _apply_sync(x, weight, bias, running_mean, running_var, momentum, eps, negative_slope, name, group)
     if (name == "torch" and not inplace) or x.numel() == 0:
         y = batch_norm_leaky_relu_reference(x, running_mean, running_var, weight, bias, training, momentum, eps,
                                             negative_slope)

@@ -29,6 +29,7 @@ from gencore import metrics as gmetrics
 from gencore.models import (ConvVAE, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
                             MLPVAE)
 from gencore.models.layers import is_fused
+from gencore.training import distributed as gdist
 from gencore.training import plots
 from gencore.training.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_checkpoint
 from gencore.training.config import TrainConfig, resolve
@@ -110,6 +111,18 @@ class Trainer:
         self.cfg = cfg = resolve(cfg)
         self.out_dir, self.progress, self.log = out_dir, progress, log
         self.device = resolve_device(cfg.device)
+        self.dist = gdist.setup(self.device)
+        if self.dist.enabled:
+            if self.device.type == "cuda" and self.device.index is None:
+                self.device = torch.device("cuda", self.dist.local_rank)  # one GPU per process
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            if cfg.r1:
+                raise ValueError("--r1 (double backward) is not supported with more than one process")
+            if cfg.batch_size // cfg.pack < self.dist.world_size:
+                raise ValueError(f"--batch-size {cfg.batch_size} is the global batch, split over "
+                                 f"{self.dist.world_size} processes (in whole packs of --pack {cfg.pack}): "
+                                 "every process needs at least one")
         if cfg.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("--amp fp16 needs a CUDA device (float16 autocast + gradient scaler); "
                              "on the CPU use --amp bf16")
@@ -130,6 +143,9 @@ class Trainer:
         self.ema = None
         if cfg.ema is not None:
             self.ema = copy.deepcopy(self.models["G"]).requires_grad_(False)
+        # What the training steps call: the models themselves, or their DistributedDataParallel wrappers
+        # (self.models keeps the bare modules, so checkpoints do not depend on the number of processes).
+        self.train_models = self._distribute() if self.dist.enabled else dict(self.models)
         if cfg.r1 and any(is_fused(m) for m in self.models["D"].modules()):
             # A fused op's backward is not itself differentiable here: the penalty's gradient would
             # silently miss terms, so refuse instead.
@@ -144,6 +160,33 @@ class Trainer:
         self.step = 0
         if checkpoint is not None:
             self._load_state(checkpoint)
+        if self.dist.rank > 0:
+            # Every rank draws its own noise; rank 0 keeps the single-process stream (and the checkpoint's).
+            torch.manual_seed(cfg.seed + 1_000_003 * self.dist.rank + self.step)
+
+    def _distribute(self) -> dict[str, torch.nn.Module]:
+        """Synchronized BatchNorm (gencore's fused layers on any device; nn.SyncBatchNorm for plain layers
+        on CUDA) and one DistributedDataParallel wrapper per model."""
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        import gencore.nn as gnn
+        synced = True
+        for k, m in self.models.items():
+            gnn.sync_batchnorm_activations(m)
+            if any(isinstance(x, torch.nn.modules.batchnorm._BatchNorm) for x in m.modules()):
+                if self.device.type == "cuda":
+                    self.models[k] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(m)
+                else:  # nn.SyncBatchNorm refuses CPU tensors
+                    synced = False
+        if not synced and self.dist.is_main:
+            self.log("warning: --no-fused on CPU: plain nn.BatchNorm layers use each process's own batch "
+                     "statistics (nn.SyncBatchNorm needs a GPU); gencore's fused layers (--fused) are synchronized")
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # Synchronized BatchNorm keeps the running statistics equal on every rank: no buffer broadcasts.
+        import inspect
+        key = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+               else "broadcast_buffers")  # renamed in recent PyTorch
+        return {k: DDP(m, device_ids=ids, **{key: not synced}) for k, m in self.models.items()}
 
     # ---- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -156,7 +199,8 @@ class Trainer:
                 "models": {k: m.state_dict() for k, m in self.models.items()},
                 "optimizers": {k: o.state_dict() for k, o in self.optims.items()},
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "scaler": self.scaler.state_dict(), "data_stream": self.stream.state_dict(), "rng": rng}
+                "scaler": self.scaler.state_dict(), "data_stream": self.stream.state_dict(), "rng": rng,
+                "world_size": self.dist.world_size}
 
     def _load_state(self, ckpt: dict) -> None:
         for k, m in self.models.items():
@@ -184,8 +228,10 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _gan_step(self, real: torch.Tensor) -> dict:
-        cfg, G, D = self.cfg, self.models["G"], self.models["D"]
+    def _gan_step(self, real: torch.Tensor, scale: float = 1.0) -> dict:
+        # G and D are the DDP wrappers when distributed; the generator step calls D's bare module, so its
+        # frozen parameters never enter DDP's gradient bookkeeping.
+        cfg, G, D, D_bare = self.cfg, self.train_models["G"], self.train_models["D"], self.models["D"]
         opt_g, opt_d = self.optims["G"], self.optims["D"]
         z = torch.randn(real.shape[0], cfg.nz, device=self.device)
         if cfg.r1:
@@ -205,32 +251,32 @@ class Trainer:
             loss_d = loss_d + 0.5 * cfg.r1 * r1
             out["r1"] = r1
         opt_d.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
+        self.scaler.scale(loss_d * scale if scale != 1.0 else loss_d).backward()
         self.scaler.step(opt_d)
 
-        D.requires_grad_(False)  # the generator step needs no discriminator weight gradients
+        D_bare.requires_grad_(False)  # the generator step needs no discriminator weight gradients
         with self._autocast():
-            d_gen = D(fake).float()
+            d_gen = D_bare(fake).float()
             loss_g = (F.binary_cross_entropy_with_logits(d_gen, torch.ones_like(d_gen)) if cfg.loss == "bce"
                       else -d_gen.mean())
         opt_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
+        self.scaler.scale(loss_g * scale if scale != 1.0 else loss_g).backward()
         self.scaler.step(opt_g)
-        D.requires_grad_(True)
+        D_bare.requires_grad_(True)
         self.scaler.update()
         if self.ema is not None:
             with torch.no_grad():
-                for pe, p in zip(self.ema.parameters(), G.parameters()):
+                for pe, p in zip(self.ema.parameters(), self.models["G"].parameters()):
                     pe.lerp_(p, 1 - cfg.ema)
-                for be, b in zip(self.ema.buffers(), G.buffers()):
+                for be, b in zip(self.ema.buffers(), self.models["G"].buffers()):
                     be.copy_(b)
         out["loss_g"] = loss_g
         out["d_real"] = torch.sigmoid(d_real.detach().float()).mean()
         out["d_fake"] = torch.sigmoid(d_fake.detach().float()).mean()
         return out
 
-    def _vae_step(self, x: torch.Tensor) -> dict:
-        vae, opt = self.models["vae"], self.optims["vae"]
+    def _vae_step(self, x: torch.Tensor, scale: float = 1.0) -> dict:
+        vae, opt = self.train_models["vae"], self.optims["vae"]
         with self._autocast():
             out = vae(x)
         n = x.shape[0]
@@ -238,16 +284,29 @@ class Trainer:
         kl = out.kl.float() / n
         loss = recon + self.cfg.beta * kl
         opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         self.scaler.step(opt)
         self.scaler.update()
         return {"loss": loss, "recon": recon, "kl": kl}
 
     def train_step(self) -> dict:
-        """One optimizer step (both networks for a GAN); returns float losses."""
-        batch = self.dataset.batch(self.stream.next()).to(self.device, non_blocking=True)
-        out = self._vae_step(batch) if self.cfg.model == "vae" else self._gan_step(batch)
+        """One optimizer step (both networks for a GAN); returns float losses.
+
+        Distributed: the data stream's batch is the global batch (the same on every rank); each rank
+        trains on its slice (sizes may differ by one). Losses are means over the local slice, so each is
+        scaled by local/average slice size before backward: DDP's mean over ranks then is the gradient of
+        the global batch's mean loss, and the logged losses are global means."""
+        index = self.stream.next()
+        scale = 1.0
+        if self.dist.enabled:
+            n_global, pack = len(index), self.cfg.pack  # slices hold whole PacGAN packs
+            index = index.view(-1, pack).tensor_split(self.dist.world_size)[self.dist.rank].reshape(-1)
+            scale = len(index) * self.dist.world_size / n_global
+        batch = self.dataset.batch(index).to(self.device, non_blocking=True)
+        out = self._vae_step(batch, scale) if self.cfg.model == "vae" else self._gan_step(batch, scale)
         self.step += 1
+        if self.dist.enabled:
+            return gdist.average(out, len(index), self.device)
         return {k: float(v.detach()) for k, v in out.items()}
 
     # ---- pictures and evaluation ------------------------------------------------------------------
@@ -335,11 +394,16 @@ class Trainer:
         os.replace(tmp, path)
 
     def run(self) -> dict:
-        """Train to total_steps; returns the final evaluation. Ctrl-C saves a checkpoint first."""
+        """Train to total_steps; returns the final evaluation. Ctrl-C saves a checkpoint first.
+        Distributed: every rank trains; only rank 0 writes files, logs, samples and evaluates (the other
+        ranks return {"step", "rank"})."""
+        if not self.dist.is_main:
+            return self._run_worker()
         cfg = self.cfg
         os.makedirs(self.out_dir, exist_ok=True)
         with open(os.path.join(self.out_dir, "config.json"), "w") as f:
-            json.dump(cfg.to_dict() | {"total_steps": self.total_steps, "device": str(self.device)}, f, indent=2)
+            json.dump(cfg.to_dict() | {"total_steps": self.total_steps, "device": str(self.device),
+                                       "world_size": self.dist.world_size}, f, indent=2)
         if self.step > 0:
             self._truncate_metrics()
             self.log(f"resuming at step {self.step}/{self.total_steps} in {self.out_dir}")
@@ -381,6 +445,23 @@ class Trainer:
         with open(os.path.join(self.out_dir, "metrics.json"), "w") as f:
             json.dump(summary, f, indent=2)
         return summary
+
+
+    def close(self) -> None:
+        """Leave the process group. The DDP wrappers go first: a DDP reducer that outlives the group and
+        frees it at interpreter exit deadlocks PyTorch's gloo shutdown (its worker thread needs the GIL
+        that the freeing thread holds)."""
+        if self.dist.enabled:
+            import gc
+            self.train_models = dict(self.models)
+            gc.collect()
+            gdist.teardown(self.dist)
+
+    def _run_worker(self) -> dict:
+        """A rank other than 0: the same steps (the collectives pair with rank 0's), no files."""
+        while self.step < self.total_steps:
+            self.train_step()
+        return {"step": self.step, "rank": self.dist.rank}
 
 
 def trainer_from_checkpoint(path: str, overrides: dict | None = None, out_dir: str | None = None,
