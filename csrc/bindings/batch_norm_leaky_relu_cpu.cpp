@@ -8,13 +8,6 @@
 namespace gencore {
 namespace {
 
-struct CpuTypes {
-  using f32 = float;
-  using f64 = double;
-  using f16 = cpu::float16;
-  using bf16 = cpu::bfloat16;
-};
-
 using OptTensor = c10::optional<at::Tensor>;
 
 // Runs the forward kernel from v.x into y (y may be v.x: in-place).
@@ -24,7 +17,7 @@ void run_forward(const bn::View& v, const at::Tensor& y, const OptTensor& weight
   const auto dtype = bn::stats_dtype(v.x);
   const at::Tensor w = bn::channel_param(weight, dtype);
   const at::Tensor b = bn::channel_param(bias, dtype);
-  dispatch_floating<CpuTypes>(v.x.scalar_type(), op, [&](auto tag) {
+  dispatch_floating<cpu::storage_types>(v.x.scalar_type(), op, [&](auto tag) {
     using S = decltype(tag);
     using P = cpu::compute_t<S>;
     cpu::batch_norm_leaky_relu_forward<S>(ptr<S>(v.x), ptr<S>(y), bn::ptr_or_null<P>(w), bn::ptr_or_null<P>(b),
@@ -77,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   at::Tensor dx = at::empty_like(v.x);
   at::Tensor gw = at::empty({in.size(1)}, in.options().dtype(dtype));
   at::Tensor gb = at::empty({in.size(1)}, in.options().dtype(dtype));
-  dispatch_floating<CpuTypes>(in.scalar_type(), op, [&](auto tag) {
+  dispatch_floating<cpu::storage_types>(in.scalar_type(), op, [&](auto tag) {
     using S = decltype(tag);
     using P = cpu::compute_t<S>;
     cpu::batch_norm_leaky_relu_backward<S>(ptr<S>(dy), ptr<S>(v.x), from_output, bn::ptr_or_null<P>(w),

@@ -8,13 +8,6 @@
 namespace gencore {
 namespace {
 
-struct CpuTypes {
-  using f32 = float;
-  using f64 = double;
-  using f16 = cpu::float16;
-  using bf16 = cpu::bfloat16;
-};
-
 at::Tensor kl_normal_cpu(const at::Tensor& mu, const at::Tensor& logvar, c10::string_view reduction_name) {
   check_same(mu, logvar, "kl_normal", "mu", "logvar");
   const Reduction reduction = parse_reduction(reduction_name);
@@ -24,13 +17,13 @@ at::Tensor kl_normal_cpu(const at::Tensor& mu, const at::Tensor& logvar, c10::st
   const int64_t n = m.numel();
   if (reduction == Reduction::None) {
     at::Tensor out = at::empty_like(m);
-    dispatch_floating<CpuTypes>(m.scalar_type(), "kl_normal", [&](auto tag) {
+    dispatch_floating<cpu::storage_types>(m.scalar_type(), "kl_normal", [&](auto tag) {
       using S = decltype(tag);
       cpu::kl_normal_forward_none<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(out), n);
     });
     return out;
   }
-  const double total = dispatch_floating<CpuTypes>(m.scalar_type(), "kl_normal", [&](auto tag) {
+  const double total = dispatch_floating<cpu::storage_types>(m.scalar_type(), "kl_normal", [&](auto tag) {
     using S = decltype(tag);
     return cpu::kl_normal_forward_sum<S>(ptr<S>(m), ptr<S>(lv), n);
   });
@@ -49,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> kl_normal_backward_cpu(const at::Tensor& grad
   const int64_t grad_stride = check_loss_grad(g, m, reduction, "kl_normal_backward");
   at::Tensor dmu = at::empty_like(m);
   at::Tensor dlogvar = at::empty_like(m);
-  dispatch_floating<CpuTypes>(m.scalar_type(), "kl_normal_backward", [&](auto tag) {
+  dispatch_floating<cpu::storage_types>(m.scalar_type(), "kl_normal_backward", [&](auto tag) {
     using S = decltype(tag);
     cpu::kl_normal_backward<S>(ptr<S>(g), grad_stride, scale, ptr<S>(m), ptr<S>(lv), ptr<S>(dmu),
                                ptr<S>(dlogvar), m.numel());

@@ -9,13 +9,6 @@
 namespace gencore {
 namespace {
 
-struct CpuTypes {
-  using f32 = float;
-  using f64 = double;
-  using f16 = cpu::float16;
-  using bf16 = cpu::bfloat16;
-};
-
 uint64_t seed_value(const at::Tensor& seed) { return static_cast<uint64_t>(seed.item<int64_t>()); }
 
 at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& seed,
@@ -25,7 +18,7 @@ at::Tensor reparameterize_cpu(const at::Tensor& mu, const at::Tensor& logvar, co
   const at::Tensor m = mu.contiguous();
   const at::Tensor lv = logvar.contiguous();
   at::Tensor z = at::empty_like(m);
-  dispatch_floating<CpuTypes>(m.scalar_type(), "reparameterize", [&](auto tag) {
+  dispatch_floating<cpu::storage_types>(m.scalar_type(), "reparameterize", [&](auto tag) {
     using S = decltype(tag);
     cpu::reparameterize_forward<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(z), m.numel(), seed_value(seed),
                                    static_cast<uint64_t>(offset));
@@ -40,7 +33,7 @@ at::Tensor reparameterize_backward_cpu(const at::Tensor& grad, const at::Tensor&
   const at::Tensor lv = logvar.contiguous();
   const at::Tensor g = grad.contiguous();
   at::Tensor dlogvar = at::empty_like(lv);
-  dispatch_floating<CpuTypes>(lv.scalar_type(), "reparameterize_backward", [&](auto tag) {
+  dispatch_floating<cpu::storage_types>(lv.scalar_type(), "reparameterize_backward", [&](auto tag) {
     using S = decltype(tag);
     cpu::reparameterize_backward<S>(ptr<S>(g), ptr<S>(lv), ptr<S>(dlogvar), lv.numel(), seed_value(seed),
                                     static_cast<uint64_t>(offset));
@@ -62,13 +55,13 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cpu(const at::Tensor& mu, c
   at::Tensor z = at::empty_like(m);
   if (reduction == Reduction::None) {
     at::Tensor kl = at::empty_like(m);
-    dispatch_floating<CpuTypes>(m.scalar_type(), "reparameterize_kl", [&](auto tag) {
+    dispatch_floating<cpu::storage_types>(m.scalar_type(), "reparameterize_kl", [&](auto tag) {
       using S = decltype(tag);
       cpu::reparameterize_kl_forward_none<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(z), ptr<S>(kl), n, s, off);
     });
     return {z, kl};
   }
-  const double total = dispatch_floating<CpuTypes>(m.scalar_type(), "reparameterize_kl", [&](auto tag) {
+  const double total = dispatch_floating<cpu::storage_types>(m.scalar_type(), "reparameterize_kl", [&](auto tag) {
     using S = decltype(tag);
     return cpu::reparameterize_kl_forward_sum<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(z), n, s, off);
   });
@@ -90,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cpu(
   const int64_t kl_stride = check_loss_grad(gk, m, reduction, "reparameterize_kl_backward");
   at::Tensor dmu = at::empty_like(m);
   at::Tensor dlogvar = at::empty_like(m);
-  dispatch_floating<CpuTypes>(m.scalar_type(), "reparameterize_kl_backward", [&](auto tag) {
+  dispatch_floating<cpu::storage_types>(m.scalar_type(), "reparameterize_kl_backward", [&](auto tag) {
     using S = decltype(tag);
     cpu::reparameterize_kl_backward<S>(ptr<S>(gz), ptr<S>(gk), kl_stride, scale, ptr<S>(m), ptr<S>(lv),
                                        ptr<S>(dmu), ptr<S>(dlogvar), m.numel(), seed_value(seed),

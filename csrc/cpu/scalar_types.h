@@ -13,6 +13,14 @@ struct bfloat16 {
 };
 using float16 = _Float16;
 
+// The storage type for each torch dtype, as the glue's dispatch_floating (bindings/glue.h) expects.
+struct storage_types {
+  using f32 = float;
+  using f64 = double;
+  using f16 = float16;
+  using bf16 = bfloat16;
+};
+
 // Compute type: double for double storage, float otherwise.
 template <typename S> struct compute_type { using type = float; };
 template <> struct compute_type<double> { using type = double; };
