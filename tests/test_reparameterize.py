@@ -84,6 +84,40 @@ def test_header_integers_equal_reference(probe, seed):
     torch.testing.assert_close(normals, expected, atol=2e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_header_block_generator_equals_per_counter(probe, seed):
+    """randn4x_block (explicit SIMD lanes, four vectors at a time) gives bit for bit the normals of
+    randn4x counter by counter: ragged counts, and starts where the counter's low word wraps."""
+    for counter0 in [0, 5, 2**32 - 37, 2**32 - 64, 2**32 - 1, 2**63 + 2**32 - 5]:
+        for n in [1, 63, 64, 67, 256, 300]:
+            block = torch.empty(4 * n, dtype=torch.float32)
+            probe.probe_randn4x_block(ctypes.c_uint64(seed % 2**64), ctypes.c_uint64(counter0), _p(block),
+                                      ctypes.c_int64(n))
+            counters = torch.tensor([(counter0 + j) % 2**64 - (2**64 if (counter0 + j) % 2**64 >= 2**63 else 0)
+                                     for j in range(n)], dtype=torch.int64)
+            single = torch.empty(4 * n, dtype=torch.float32)
+            probe.probe_randn4x(ctypes.c_uint64(seed % 2**64), _p(counters), _p(single), ctypes.c_int64(n))
+            assert torch.equal(block, single), (counter0, n)
+
+
+def test_unchecked_transcendentals_on_box_muller_domain(probe):
+    """log_f32<false> and sincos_f32<false> (no special-case handling, used by Box-Muller) keep the
+    accuracy of the checked versions on u in [1e-7, 1] and angles in [0, 2 pi]. (Not bit-equal: the
+    compiler contracts the shorter code into FMAs differently.)"""
+    g = torch.Generator().manual_seed(1)
+    u = torch.cat([torch.rand(1 << 16, generator=g).clamp_min(1e-7), torch.tensor([1e-7, 1.0, 0.5, 1 - 2**-24])])
+    th = torch.cat([torch.rand(1 << 16, generator=g) * 6.2831855, torch.tensor([0.0, 6.2831855, 3.1415927])])
+    out = torch.empty_like(u)
+    probe.probe_log_unchecked(_p(u), _p(out), ctypes.c_int64(u.numel()))
+    exact = torch.log(u.double())
+    assert _ulp_error(out[exact != 0], exact[exact != 0]).max() <= 1.0 and out[u == 1.0].eq(0).all()
+    s, c = torch.empty_like(th), torch.empty_like(th)
+    probe.probe_sincos_unchecked(_p(th), _p(s), _p(c), ctypes.c_int64(th.numel()))
+    rs, rc = torch.sin(th.double()), torch.cos(th.double())
+    assert _ulp_error(s[:-3], rs[:-3]).max() <= 2.0 and _ulp_error(c[:-3], rc[:-3]).max() <= 2.0
+    assert (s - rs).abs().max() <= 2 * 2**-24 and (c - rc).abs().max() <= 2 * 2**-24
+
+
 def _ulp_error(got, exact):
     e32 = exact.float().abs()
     spacing = (torch.nextafter(e32, torch.tensor(math.inf)) - e32).double()

@@ -1,6 +1,7 @@
 // The one place where gencore's operator schemas are defined (torch.ops.gencore.*), plus the small
 // pybind11 module that reports how this extension was built. Kernels are registered per device in
-// <op>_cpu.cpp / <op>_cuda.cpp; autograd and fake (meta) kernels are registered from Python.
+// <op>_cpu.cpp / <op>_cuda.cpp; fake (meta) kernels from Python; autograd in autograd.cpp for the
+// elementwise ops (kl_normal, reparameterize*) and from Python for batch_norm_leaky_relu.
 #include <torch/extension.h>
 #include <torch/library.h>
 

@@ -61,8 +61,11 @@ namespace gencore {
 // log(x): x = 2^e * m with m in [sqrt(1/2), sqrt(2)), f = m - 1, degree-9 polynomial (Cephes logf
 // coefficients) and e*ln2 added in two parts. Subnormals are rescaled by 2^23 first; x < 0 and NaN give
 // NaN, +-0 gives -inf, +inf gives +inf. Accuracy: <= 2 ulp (tests/test_reparameterize.py measures it).
+// kSpecialCases = false drops the subnormal, zero, negative, inf and NaN handling: exact for positive
+// normal finite x only (Box-Muller's u in [1e-7, 1]), where it halves the generator's cost.
+template <bool kSpecialCases = true>
 GENCORE_HD float log_f32(float x) {
-  const bool tiny = x < 1.17549435e-38f;  // subnormal (or <= 0: overwritten below)
+  const bool tiny = kSpecialCases && x < 1.17549435e-38f;  // subnormal (or <= 0: overwritten below)
   const float xs = tiny ? x * 8388608.0f : x;
   const uint32_t u = float_to_bits(xs);
   int32_t e = static_cast<int32_t>((u >> 23) & 0xffu) - 126 - (tiny ? 23 : 0);
@@ -86,24 +89,33 @@ GENCORE_HD float log_f32(float x) {
   y = y - 0.5f * z;
   float r = f + y;
   r = r + ef * 0.693359375f;
-  r = x == 0.0f ? -__builtin_inff() : r;
-  r = x < 0.0f ? __builtin_nanf("") : r;
-  r = x == __builtin_inff() ? x : r;
-  return x != x ? x : r;
+  if constexpr (kSpecialCases) {
+    r = x == 0.0f ? -__builtin_inff() : r;
+    r = x < 0.0f ? __builtin_nanf("") : r;
+    r = x == __builtin_inff() ? x : r;
+    r = x != x ? x : r;
+  }
+  return r;
 }
 
 // sin(x) and cos(x) together: x = j*pi/2 + r with a three-part Cody-Waite reduction, Cephes sinf/cosf
 // polynomials on |r| <= pi/4, quadrant chosen by j mod 4 without branches. Accuracy: <= 2 ulp of the
 // result's magnitude away from the zeros and <= 2 ulp(1) absolute error, for |x| <= 8192 (Box-Muller
 // only needs [0, 2*pi)); larger finite |x| gives values in [-1, 1] of decreasing accuracy (meaningless
-// beyond ~2^20); +-inf and NaN give NaN.
+// beyond ~2^20); +-inf and NaN give NaN. kSpecialCases = false drops the clamps and the inf/NaN
+// handling: the same values for finite |x| <= 8192 (Box-Muller's angle is in [0, 2 pi]), at less cost.
+template <bool kSpecialCases = true>
 GENCORE_HD void sincos_f32(float x, float& sin_out, float& cos_out) {
   float jf = __builtin_rintf(x * 0.636619772367581343f);
-  jf = jf > 1073741824.0f ? 1073741824.0f : (jf < -1073741824.0f ? -1073741824.0f : jf);  // int-safe
+  if constexpr (kSpecialCases) {
+    jf = jf > 1073741824.0f ? 1073741824.0f : (jf < -1073741824.0f ? -1073741824.0f : jf);  // int-safe
+  }
   float r = x - jf * 1.5703125f;
   r = r - jf * 4.837512969970703125e-4f;
   r = r - jf * 7.54978995489188216e-8f;
-  r = r > 0.8f ? 0.8f : (r < -0.8f ? -0.8f : r);  // a no-op wherever the reduction is accurate; keeps huge |x| finite
+  if constexpr (kSpecialCases) {  // a no-op wherever the reduction is accurate; keeps huge |x| finite
+    r = r > 0.8f ? 0.8f : (r < -0.8f ? -0.8f : r);
+  }
   const int32_t q = static_cast<int32_t>(jf);
   const float r2 = r * r;
   float ps = -1.9515295891e-4f;
@@ -119,9 +131,13 @@ GENCORE_HD void sincos_f32(float x, float& sin_out, float& cos_out) {
   float c = swap ? ps : pc;
   s = (q & 2) != 0 ? -s : s;
   c = ((q + 1) & 2) != 0 ? -c : c;
-  const bool bad = x != x || x == __builtin_inff() || x == -__builtin_inff();
-  sin_out = bad ? __builtin_nanf("") : s;
-  cos_out = bad ? __builtin_nanf("") : c;
+  if constexpr (kSpecialCases) {
+    const bool bad = x != x || x == __builtin_inff() || x == -__builtin_inff();
+    s = bad ? __builtin_nanf("") : s;
+    c = bad ? __builtin_nanf("") : c;
+  }
+  sin_out = s;
+  cos_out = c;
 }
 
 }  // namespace gencore

@@ -32,14 +32,8 @@ constexpr int64_t kBlock = 1024;     // elements whose noise is generated at onc
 // count + 3 floats) and returns the address of element `first`'s normal. Counters are whole groups
 // of four, so an unaligned `first` starts inside its group.
 GENCORE_WIDE_VECTORS const float* normals(uint64_t seed, uint64_t first, int64_t count, float* buf) {
-  const uint64_t group0 = first >> 2;
   const int64_t lead = static_cast<int64_t>(first & 3u);
-  const int64_t groups = (lead + count + 3) >> 2;
-#pragma omp simd
-  for (int64_t j = 0; j < groups; ++j) {
-    philox::randn4x(seed, group0 + static_cast<uint64_t>(j), buf[4 * j], buf[4 * j + 1], buf[4 * j + 2],
-                    buf[4 * j + 3]);
-  }
+  philox::randn4x_block(seed, first >> 2, (lead + count + 3) >> 2, buf);
   return buf + lead;
 }
 

@@ -127,7 +127,9 @@ for _name, _schema in _SCHEMAS.items():
     torch.library.impl(f"gencore_triton::{_name}", ("CPU", "CUDA"))(_triton(_name))
 
 
-def _register_meta_and_autograd(ns: str) -> None:
+def _register_meta_and_autograd(ns: str, autograd: bool = True) -> None:
+    """Fake kernels, and the autograd formulas unless the namespace registers them in C++ (`gencore`:
+    csrc/bindings/autograd.cpp, the same formulas without the Python wrapper's per-call cost)."""
     lib = getattr(torch.ops, ns)
 
     @torch.library.register_fake(f"{ns}::reparameterize")
@@ -145,6 +147,9 @@ def _register_meta_and_autograd(ns: str) -> None:
     @torch.library.register_fake(f"{ns}::reparameterize_kl_backward")
     def _(grad_z, grad_kl, mu, logvar, seed, offset, reduction):
         return mu.new_empty(mu.shape), mu.new_empty(mu.shape)
+
+    if not autograd:
+        return
 
     # Only logvar (and mu for the KL part) and the one-element seed are saved: the backward kernels
     # regenerate eps (why, measured: csrc/cpu/reparameterize.cpp and docs/reparameterize.md).
@@ -174,7 +179,7 @@ def _register_meta_and_autograd(ns: str) -> None:
 
 _register_meta_and_autograd("gencore_triton")
 if _native.loaded:
-    _register_meta_and_autograd("gencore")
+    _register_meta_and_autograd("gencore", autograd=False)
 
 
 # ---- seeds ----------------------------------------------------------------------------------------------

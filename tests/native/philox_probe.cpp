@@ -37,6 +37,22 @@ void probe_philox(const uint32_t* ctr, const uint32_t* key, uint32_t* out) {
   out[0] = c0, out[1] = c1, out[2] = c2, out[3] = c3;
 }
 
+// The CPU block generator: out[4*j + k] = randn4x(seed, counter0 + j)[k] for j in [0, n).
+void probe_randn4x_block(uint64_t seed, uint64_t counter0, float* out, int64_t n) {
+  gencore::philox::randn4x_block(seed, counter0, n, out);
+}
+
+// The transcendentals without special cases (Box-Muller's domain).
+void probe_log_unchecked(const float* x, float* out, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = gencore::log_f32<false>(x[i]);
+}
+
+void probe_sincos_unchecked(const float* x, float* s, float* c, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) gencore::sincos_f32<false>(x[i], s[i], c[i]);
+}
+
 void probe_randn4x(uint64_t seed, const uint64_t* counters, float* out, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) {
