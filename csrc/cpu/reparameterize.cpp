@@ -19,19 +19,10 @@ constexpr int64_t kGrain = 1 << 12;  // elements per task and per KL partial sum
                                      // (~20 us) already amortize a parallel region
 constexpr int64_t kBlock = 1024;     // elements whose noise is generated at once (4 KiB of float)
 
-// The generator is compute-bound (Philox's 32x32->64 multiplies, log, sincos): on AVX-512 machines
-// it runs ~1.3-1.5x faster with 512-bit vectors than with GCC's default 256-bit preference, while the
-// memory-bound elementwise loops gain nothing, so only this function asks for the wider vectors.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
-#define GENCORE_WIDE_VECTORS __attribute__((noinline, target("prefer-vector-width=512")))
-#else
-#define GENCORE_WIDE_VECTORS __attribute__((noinline))
-#endif
-
 // Writes the normals of elements [first, first + count) of the stream `seed` into buf (which holds
 // count + 3 floats) and returns the address of element `first`'s normal. Counters are whole groups
 // of four, so an unaligned `first` starts inside its group.
-GENCORE_WIDE_VECTORS const float* normals(uint64_t seed, uint64_t first, int64_t count, float* buf) {
+const float* normals(uint64_t seed, uint64_t first, int64_t count, float* buf) {
   const int64_t lead = static_cast<int64_t>(first & 3u);
   philox::randn4x_block(seed, first >> 2, (lead + count + 3) >> 2, buf);
   return buf + lead;
