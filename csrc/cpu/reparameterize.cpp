@@ -15,9 +15,13 @@ namespace gencore::cpu {
 
 namespace {
 constexpr int64_t kGrain = 1 << 12;  // elements per task and per KL partial sum (fixed: determinism);
-                                     // small: the generator costs ~5 ns/element, so 4 Ki elements
-                                     // (~20 us) already amortize a parallel region
+                                     // 4 Ki elements are ~8 us of generator work (~2 ns/element)
 constexpr int64_t kBlock = 1024;     // elements whose noise is generated at once (4 KiB of float)
+// Smallest call split across threads: 32 Ki elements (~60 us of generator work on one core). Below it
+// a second thread saves little once the parallel region's start is paid, and on a busy machine
+// (benchmarks next to other jobs) a region that waits for a descheduled thread cost 4-16 ms at 128x128.
+// The result does not depend on it: tasks and partial sums stay kGrain-sized.
+constexpr int64_t kParallelMin = 1 << 15;
 
 // Writes the normals of elements [first, first + count) of the stream `seed` into buf (which holds
 // count + 3 floats) and returns the address of element `first`'s normal. Counters are whole groups
@@ -33,7 +37,7 @@ const float* normals(uint64_t seed, uint64_t first, int64_t count, float* buf) {
 template <typename Body>
 void for_each_noise_block(int64_t n, uint64_t seed, uint64_t offset, Body&& body) {
   const int64_t tasks = (n + kGrain - 1) / kGrain;
-#pragma omp parallel for schedule(static) if (tasks > 1)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t t = 0; t < tasks; ++t) {
     alignas(64) float buf[kBlock + 4];
     const int64_t end = t * kGrain + kGrain < n ? t * kGrain + kGrain : n;
