@@ -9,6 +9,7 @@
 // Python still serve torch.compile, which traces these functions like any C++ autograd kernel.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <string>
@@ -109,6 +110,14 @@ TORCH_LIBRARY_IMPL(gencore, Autograd, m) {
   m.impl("kl_normal", &kl_normal_autograd);
   m.impl("reparameterize", &reparameterize_autograd);
   m.impl("reparameterize_kl", &reparameterize_kl_autograd);
+  // The backward ops have no derivative of their own. With this fallback their outputs carry a grad_fn
+  // that raises "derivative for gencore::<op> is not implemented" when differentiated again (double
+  // backward, e.g. a gradient penalty through a fused layer), where PyTorch's default would warn and
+  // return silently zero second-order gradients. A first backward with create_graph=True still works.
+  for (const char* name : {"kl_normal_backward", "reparameterize_backward", "reparameterize_kl_backward",
+                           "batch_norm_leaky_relu_backward", "batch_norm_leaky_relu_backward_from_output"}) {
+    m.impl(name, torch::autograd::autogradNotImplementedFallback());
+  }
 }
 
 }  // namespace gencore

@@ -48,3 +48,17 @@ def reduction_scale(reduction: str, like: torch.Tensor) -> float:
     if reduction == "batchmean":
         return 1.0 / like.shape[0] if like.shape[0] else float("nan")
     return 1.0
+
+
+def refuse_double_backward(qualname: str) -> None:
+    """Register an autograd formula for a backward op that raises a clear error when its output is
+    differentiated again (double backward), instead of PyTorch's default for ops without one: a warning
+    and silently zero second-order gradients. A first backward with create_graph=True still works.
+    The native ops get the same behaviour in C++ (csrc/bindings/autograd.cpp)."""
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"derivative for {qualname} is not implemented: gencore's fused ops support one backward, not "
+            "double backward (differentiating a gradient, e.g. a gradient penalty); use backend='torch' or "
+            "unfused torch.nn layers for that part of the model")
+
+    torch.library.register_autograd(qualname, backward)

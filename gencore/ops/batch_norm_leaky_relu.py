@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gencore import _native, backends
-from gencore.ops._checks import FLOAT_DTYPES, compute_dtype
+from gencore.ops._checks import FLOAT_DTYPES, compute_dtype, refuse_double_backward
 
 OP = "batch_norm_leaky_relu"
 _NAMES = ("forward", "backward", "forward_inplace", "backward_from_output")
@@ -205,6 +205,9 @@ def _register_fake_and_autograd(ns: str) -> None:
         return dx, dw if ctx.has_weight else None, db if ctx.has_bias else None, None, None, None, None, None
 
     torch.library.register_autograd(f"{name}_forward", backward, setup_context=setup_context)
+    if ns == "gencore_triton":  # the native backward ops refuse double backward in C++ (autograd.cpp)
+        refuse_double_backward(f"{name}_backward")
+        refuse_double_backward(f"{name}_backward_from_output")
 
 
 _register_fake_and_autograd("gencore_triton")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from gencore import _native, backends
-from gencore.ops._checks import check_pair, check_reduction, compute_dtype, reduction_scale
+from gencore.ops._checks import check_pair, check_reduction, compute_dtype, reduction_scale, refuse_double_backward
 
 OP = "kl_normal"
 
@@ -78,6 +78,7 @@ def _register_meta_and_autograd(ns: str, autograd: bool = True) -> None:
         return dmu, dlogvar, None
 
     torch.library.register_autograd(forward_name, backward, setup_context=setup_context)
+    refuse_double_backward(backward_name)
 
 
 _register_meta_and_autograd("gencore_triton")

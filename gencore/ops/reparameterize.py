@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from gencore import _native, backends
-from gencore.ops._checks import REDUCTIONS, check_pair, check_reduction, compute_dtype
+from gencore.ops._checks import REDUCTIONS, check_pair, check_reduction, compute_dtype, refuse_double_backward
 from gencore.ops.kl_normal import kl_normal_reference
 
 OP = "reparameterize"
@@ -175,6 +175,8 @@ def _register_meta_and_autograd(ns: str, autograd: bool = True) -> None:
         return dmu, dlogvar, None, None, None
 
     torch.library.register_autograd(f"{ns}::reparameterize_kl", backward_kl, setup_context=setup_kl)
+    refuse_double_backward(f"{ns}::reparameterize_backward")
+    refuse_double_backward(f"{ns}::reparameterize_kl_backward")
 
 
 _register_meta_and_autograd("gencore_triton")
