@@ -28,7 +28,7 @@ PYINC=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 defs=(-DGENCORE_WITH_CUDA '-DGENCORE_CUDA_ARCH_LIST="9.0"' '-DGENCORE_CXX_FLAGS="check"'
       '-DGENCORE_TORCH_VERSION="check"' -DTORCH_API_INCLUDE_EXTENSION_H -DTORCH_EXTENSION_NAME=_C)
 incs=(-I"$ROOT/csrc" -isystem "$T" -isystem "$T/torch/csrc/api/include" -isystem "$CUDA/include" -isystem "$PYINC")
-for f in "$ROOT"/csrc/bindings/*_cuda.cpp; do
+for f in "$ROOT"/csrc/bindings/*_cuda.cpp "$ROOT"/csrc/bindings/autograd.cpp; do
   echo "g++ -c $(basename "$f")"
   g++ -c -fPIC -O1 -Wall -Wextra -Werror -std=c++20 "${defs[@]}" "${incs[@]}" "$f" -o "$work/$(basename "$f").o"
 done
