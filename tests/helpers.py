@@ -53,3 +53,21 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
             f"{what}: {int(bad.sum())}/{bad.numel()} mismatches (dtype {dtype}, atol {atol * scale}, rtol {rtol}); "
             f"first bad indices {idx}; worst: got {a.flatten()[worst].item()!r}, "
             f"expected {e.flatten()[worst].item()!r}")
+
+
+def build_native_probe(tmp_path_factory, source: str):
+    """Compile tests/native/<source> into a shared library with the extension's own flags (setup.py), so
+    the vectorized code paths of the headers are the ones tested, and load it with ctypes."""
+    import ctypes
+    import os
+    import shutil
+    import subprocess
+
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip(f"no C++ compiler to build {source}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path_factory.mktemp("probe") / (os.path.splitext(source)[0] + ".so")
+    subprocess.run([cxx, "-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-march=native",
+                    "-shared", "-fPIC", f"-I{root}/csrc", f"{root}/tests/native/{source}", "-o", str(out)], check=True)
+    return ctypes.CDLL(str(out))

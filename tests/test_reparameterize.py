@@ -3,9 +3,6 @@ transcendentals against float64, the same eps on every backend, values and gradi
 reference, statistics of eps, seeding, compile, opcheck, modules and errors."""
 import ctypes
 import math
-import os
-import shutil
-import subprocess
 
 import pytest
 import torch
@@ -15,9 +12,8 @@ from gencore.nn import Reparameterize, ReparameterizeKL
 from gencore.ops import (kl_normal_reference, philox_normal_reference, reparameterize, reparameterize_kl,
                          reparameterize_kl_with_seed, reparameterize_reference, reparameterize_with_seed)
 from gencore.ops.reparameterize import philox_randint4x_reference
-from helpers import assert_close, backend_device_params, skip_unless_runs
+from helpers import assert_close, backend_device_params, build_native_probe, skip_unless_runs
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REDUCTIONS = ["none", "sum", "mean", "batchmean"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 SHAPES = [(1,), (37, 13), (5, 3, 7), (3, 2001)]
@@ -39,15 +35,7 @@ def make_inputs(shape, dtype, device, seed=0):
 # ---- the shared header (csrc/common/philox.h, vec_math.h) through a ctypes probe --------------------------
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler to build the header probe")
-    out = tmp_path_factory.mktemp("probe") / "probe.so"
-    # The extension's own flags (setup.py), so the vectorized code paths are the ones tested.
-    subprocess.run([cxx, "-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-march=native",
-                    "-shared", "-fPIC", f"-I{ROOT}/csrc", f"{ROOT}/tests/native/philox_probe.cpp", "-o", str(out)],
-                   check=True)
-    return ctypes.CDLL(str(out))
+    return build_native_probe(tmp_path_factory, "philox_probe.cpp")
 
 
 def _p(t):
