@@ -40,7 +40,8 @@ def _records(path):
 
 def test_config_defaults_and_errors():
     c = resolve(TrainConfig(model="gan2d"))
-    assert (c.data, c.batch_size, c.lr, c.beta1, c.nz) == ("ring8", 100, 1e-4, 0.8, 2)  # PacGAN
+    assert (c.data, c.batch_size, c.beta1, c.nz, c.maxout) == ("ring8", 100, 0.8, 2, 5)  # PacGAN
+    assert (c.lr, c.lr_schedule, c.ema, c.pack) == (2e-4, "linear", 0.999, 2)  # measured for a short CPU run
     c = resolve(TrainConfig(model="dcgan"))
     assert (c.data, c.lr, c.beta1, c.beta2, c.loss) == ("digits", 2e-4, 0.5, 0.999, "bce")
     for bad, msg in [(dict(model="wgan"), "unknown model"), (dict(loss="wasserstein"), "unknown loss"),

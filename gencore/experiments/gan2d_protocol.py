@@ -59,16 +59,19 @@ def _stats(values: list[float]) -> dict:
 
 
 def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = None, fused: bool = True,
-                 progress: bool = True, extra: dict | None = None) -> dict:
-    """Train and evaluate every (configuration, seed); returns the results dict written to results.json."""
+                 progress: bool = True, extra: dict | None = None, baseline_seeds: list[int] | None = None) -> dict:
+    """Train and evaluate every (configuration, seed); returns the results dict written to results.json.
+    Pack-1 configurations (the plain-GAN baselines) use `baseline_seeds` when given. The packed
+    configurations train first, so a protocol stopped early has the main results."""
     import torch
 
     from gencore.training import TrainConfig, Trainer, resolve
 
     configs = configs or DEFAULT_CONFIGS
     plan = []
-    for name, opts in configs:
-        for seed in seeds:
+    order = sorted(configs, key=lambda c: c[1].get("pack") == 1)  # stable: packed configurations first
+    for name, opts in order:
+        for seed in (baseline_seeds if baseline_seeds is not None and opts.get("pack") == 1 else seeds):
             kw = {"model": "gan2d", "seed": seed, "fused": fused, **opts, **(extra or {})}
             if steps is not None:
                 kw["steps"] = steps
@@ -173,6 +176,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m gencore.experiments.gan2d_protocol", description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--baseline-seeds", type=int, default=None,
+                   help="number of seeds of the pack-1 (plain GAN) baselines (default: --seeds)")
     p.add_argument("--out", default="runs/gan2d_protocol", help="folder for the runs, results.json, results.md")
     p.add_argument("--steps", type=int, default=None, help="override every configuration's steps")
     p.add_argument("--only", default=None, help="comma-separated configuration names (default: all: "
@@ -193,8 +198,10 @@ def main(argv=None) -> int:
             p.error(f"unknown configuration(s): {', '.join(sorted(unknown))}")
         configs = [c for c in DEFAULT_CONFIGS if c[0] in wanted]
     n_seeds, steps = (2, 200) if args.quick else (args.seeds, args.steps)
+    n_base = n_seeds if args.quick or args.baseline_seeds is None else args.baseline_seeds
     result = run_protocol(list(range(args.first_seed, args.first_seed + n_seeds)), args.out, configs, steps,
-                          fused=args.fused, progress=not args.no_progress)
+                          fused=args.fused, progress=not args.no_progress,
+                          baseline_seeds=list(range(args.first_seed, args.first_seed + n_base)))
     print(markdown(result))
     print(f"wrote {os.path.join(args.out, 'results.json')} and results.md", file=sys.stderr)
     return 0

@@ -62,18 +62,19 @@ MODEL_DEFAULTS = {
                   pack=1, maxout=1, ema=None),
     "vae": dict(data="digits", steps=1000, batch_size=64, nz=16, lr=1e-3, beta1=0.9, lr_schedule="constant",
                 pack=1, maxout=1, ema=None),
-    # PacGAN 2-D experiments: batch 100, Adam 1e-4, beta1 0.8, 2-d Gaussian z, maxout discriminator
-    # (5 pieces). PacGAN trains 400 epochs (400k steps); gencore's defaults are sized to take a few
-    # minutes on one CPU core (see GAN2D_DATA_DEFAULTS and docs/training.md for the measured choice).
-    "gan2d": dict(data="ring8", steps=3000, batch_size=100, nz=2, lr=1e-4, beta1=0.8, lr_schedule="constant",
+    # PacGAN 2-D experiments: batch 100, Adam beta1 0.8, 2-d Gaussian z, N(0, 0.02) init, a maxout
+    # discriminator (3 x 200 units, 5 pieces). PacGAN trains 400 epochs (400k steps, lr 1e-4); gencore's
+    # default is sized to a few minutes on one CPU core: 5,000 steps at lr 2e-4 decayed linearly to 0,
+    # sampled from an EMA of the generator (measured choice, docs/training.md).
+    "gan2d": dict(data="ring8", steps=5000, batch_size=100, nz=2, lr=2e-4, beta1=0.8, lr_schedule="linear",
                   pack=1, maxout=5, ema=0.999),
 }
 
 # Per-data-set defaults of gan2d, on top of MODEL_DEFAULTS["gan2d"] (measured over several seeds by
-# gencore.experiments.gan2d_protocol; results in docs/training.md).
+# gencore.experiments.gan2d_protocol; results in docs/training.md): PacGAN2 on the ring, PacGAN4 on the grid.
 GAN2D_DATA_DEFAULTS = {
-    "ring8": dict(),
-    "grid25": dict(),
+    "ring8": dict(pack=2),
+    "grid25": dict(pack=4),
 }
 
 # Values that checkpoints written before an option existed were trained with.
