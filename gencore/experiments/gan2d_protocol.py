@@ -59,10 +59,12 @@ def _stats(values: list[float]) -> dict:
 
 
 def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = None, fused: bool = True,
-                 progress: bool = True, extra: dict | None = None, baseline_seeds: list[int] | None = None) -> dict:
+                 progress: bool = True, extra: dict | None = None, baseline_seeds: list[int] | None = None,
+                 seeds_for: dict[str, list[int]] | None = None) -> dict:
     """Train and evaluate every (configuration, seed); returns the results dict written to results.json.
     Pack-1 configurations (the plain-GAN baselines) use `baseline_seeds` when given. The packed
-    configurations train first, so a protocol stopped early has the main results."""
+    configurations train first, so a protocol stopped early has the main results. `seeds_for` maps a
+    configuration name to its own seeds (over both)."""
     import torch
 
     from gencore.training import TrainConfig, Trainer, resolve
@@ -71,7 +73,10 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
     plan = []
     order = sorted(configs, key=lambda c: c[1].get("pack") == 1)  # stable: packed configurations first
     for name, opts in order:
-        for seed in (baseline_seeds if baseline_seeds is not None and opts.get("pack") == 1 else seeds):
+        own = (seeds_for or {}).get(name)
+        if own is None:
+            own = baseline_seeds if baseline_seeds is not None and opts.get("pack") == 1 else seeds
+        for seed in own:
             kw = {"model": "gan2d", "seed": seed, "fused": fused, **opts, **(extra or {})}
             if steps is not None:
                 kw["steps"] = steps
@@ -183,6 +188,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", default=None, help="comma-separated configuration names (default: all: "
                    + ", ".join(n for n, _ in DEFAULT_CONFIGS) + ")")
     p.add_argument("--no-fused", dest="fused", action="store_false", help="plain torch.nn layers")
+    p.add_argument("--seeds-for", action="append", default=[], metavar="NAME=N",
+                   help="number of seeds of one configuration, e.g. grid25-default=3 (repeatable)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for PyTorch (default 1)")
     p.add_argument("--quick", action="store_true", help="2 seeds x 200 steps (smoke test)")
     p.add_argument("--no-progress", action="store_true")
@@ -199,9 +206,15 @@ def main(argv=None) -> int:
         configs = [c for c in DEFAULT_CONFIGS if c[0] in wanted]
     n_seeds, steps = (2, 200) if args.quick else (args.seeds, args.steps)
     n_base = n_seeds if args.quick or args.baseline_seeds is None else args.baseline_seeds
+    seeds_for = {}
+    for item in args.seeds_for:
+        name, _, k = item.partition("=")
+        if name not in {n for n, _ in configs} or not k.isdigit() or int(k) < 1:
+            p.error(f"--seeds-for {item!r}: expected NAME=N with NAME one of the configurations and N >= 1")
+        seeds_for[name] = list(range(args.first_seed, args.first_seed + (n_seeds if args.quick else int(k))))
     result = run_protocol(list(range(args.first_seed, args.first_seed + n_seeds)), args.out, configs, steps,
                           fused=args.fused, progress=not args.no_progress,
-                          baseline_seeds=list(range(args.first_seed, args.first_seed + n_base)))
+                          baseline_seeds=list(range(args.first_seed, args.first_seed + n_base)), seeds_for=seeds_for)
     print(markdown(result))
     print(f"wrote {os.path.join(args.out, 'results.json')} and results.md", file=sys.stderr)
     return 0
