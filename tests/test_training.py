@@ -271,7 +271,7 @@ def test_gan2d_protocol_runner(tmp_path):
     # A configuration may have its own seeds.
     res3 = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False,
                            seeds_for={"grid25-pack4": [1]})
-    assert [(r["config"], r["seed"]) for r in res3["runs"]] == [("grid25-pack4", 1), ("ring8-pack1", 0),
-                                                                 ("ring8-pack1", 1)]  # packed first
+    assert [(r["config"], r["seed"]) for r in res3["runs"]] == [("ring8-pack1", 0), ("ring8-pack1", 1),
+                                                                 ("grid25-pack4", 1)]
     assert res3["summary"][1]["runs"] == 1
     assert gp._stats([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0}
