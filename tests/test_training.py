@@ -233,16 +233,16 @@ def test_linear_lr_schedule_and_resume(tmp_path):
 def test_checkpoint_from_before_maxout_loads(tmp_path):
     """A gan2d checkpoint written before --maxout / --lr-schedule existed was trained with LeakyReLU blocks
     and a constant lr: it loads as such."""
-    t = _trainer(tmp_path, **TINY["gan2d"], maxout=1, lr_schedule="constant", steps=1)
+    t = _trainer(tmp_path, **TINY["gan2d"], maxout=1, lr_schedule="constant", pack=1, ema=0, steps=1)
     t.run()
     path = str(tmp_path / "run" / "checkpoint.pt")
     ckpt = load_checkpoint(path)
     for k in ("maxout", "lr_schedule"):
         del ckpt["config"][k]
-    ckpt["config"]["pack"] = 1
+    ckpt["config"]["ema"] = None  # how an old checkpoint says "no EMA"
     atomic_save(ckpt, path)
     t2 = trainer_from_checkpoint(path, progress=False)
-    assert (t2.cfg.maxout, t2.cfg.lr_schedule) == (1, "constant")
+    assert (t2.cfg.maxout, t2.cfg.lr_schedule, t2.cfg.pack, t2.ema) == (1, "constant", 1, None)
     for k, v in t.models["D"].state_dict().items():
         assert torch.equal(v, t2.models["D"].state_dict()[k])
 
