@@ -142,7 +142,7 @@ def _positive_int(text: str) -> int:
 
 
 def _add_train_parser(sub) -> None:
-    from gencore.training.config import AMP_MODES, LOSSES, MODELS, VAE_ARCHS
+    from gencore.training.config import AMP_MODES, LOSSES, LR_SCHEDULES, MODELS, VAE_ARCHS
 
     S = argparse.SUPPRESS  # unset options keep the model's default (and --resume can tell what was given)
     p = sub.add_parser("train", help="train a DCGAN, VAE or 2-D GAN on bundled data; writes a run folder",
@@ -168,8 +168,14 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--adam-beta1", dest="beta1", type=float, default=S, help="Adam beta1 (dcgan 0.5, gan2d 0.8, vae 0.9)")
     p.add_argument("--adam-beta2", dest="beta2", type=float, default=S, help="Adam beta2 (default 0.999)")
     p.add_argument("--ema", nargs="?", type=float, const=0.999, default=S,
-                   help="keep an EMA of the generator (decay, default 0.999) and sample from it")
-    p.add_argument("--pack", type=_positive_int, default=S, help="gan2d: PacGAN packing degree m (default 1)")
+                   help="keep an EMA of the generator (decay; 0.999 without a value; 0: off) and sample from it "
+                        "(default: off, gan2d 0.999)")
+    p.add_argument("--pack", type=_positive_int, default=S,
+                   help="gan2d: PacGAN packing degree m (default per data set, see docs/training.md)")
+    p.add_argument("--maxout", type=_positive_int, default=S,
+                   help="gan2d: maxout pieces of the discriminator's hidden layers (default 5, PacGAN; 1: LeakyReLU)")
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=S,
+                   help="constant learning rate, or linear decay to 0 over the run (default per model)")
     p.add_argument("--r1", type=float, default=S, help="R1 gradient penalty weight (needs --no-fused for BatchNorm discriminators)")
     p.add_argument("--amp", choices=AMP_MODES, default=S, help="mixed precision: bf16 (CPU or GPU) or fp16 (GPU, gradient scaler)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=S,

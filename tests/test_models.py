@@ -93,6 +93,38 @@ def test_mlp_gan_packing():
         d(torch.randn(10, 2))
 
 
+
+def test_mlp_discriminator_maxout():
+    """PacGAN's 2-D discriminator: linear maxout blocks (here 3 pieces), packing still per pack."""
+    from gencore.models.mlp import Maxout
+    torch.manual_seed(0)
+    d = MLPDiscriminator(in_dim=2, hidden=6, n_layers=3, pack=2, maxout=3)
+    blocks = [m for m in d.main if isinstance(m, Maxout)]
+    assert len(blocks) == 3 and not any(isinstance(m, (nn.LeakyReLU, nn.BatchNorm1d)) for m in d.modules())
+    assert blocks[0].linear.in_features == 4 and blocks[0].linear.out_features == 18
+    x = torch.randn(10, 2)
+    assert d(x).shape == (5,)
+    # Each unit is the max of its pieces (piece-major layout), checked against a loop.
+    m = blocks[0]
+    h = torch.randn(7, 4)
+    y = m.linear(h)
+    expected = torch.stack([torch.stack([y[:, p * 6 + u] for p in range(3)], 1).max(1).values for u in range(6)], 1)
+    torch.testing.assert_close(m(h), expected)
+    # No fused variant: fused and plain discriminators share the state dict and the outputs.
+    plain = MLPDiscriminator(in_dim=2, hidden=6, pack=2, maxout=3, fused=False)
+    plain.load_state_dict(d.state_dict())
+    assert list(plain.state_dict()) == list(d.state_dict())
+    torch.testing.assert_close(plain(x), d(x))
+    # Gradients reach every piece that wins somewhere.
+    d(x).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+    with pytest.raises(ValueError, match="maxout"):
+        MLPDiscriminator(maxout=0)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        MLPDiscriminator(maxout=5, batch_norm=True)
+    with pytest.raises(ValueError, match="pieces"):
+        Maxout(2, 3, 1)
+
 # ---- init --------------------------------------------------------------------------------------------
 def test_dcgan_init_statistics():
     torch.manual_seed(0)

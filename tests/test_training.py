@@ -40,7 +40,8 @@ def _records(path):
 
 def test_config_defaults_and_errors():
     c = resolve(TrainConfig(model="gan2d"))
-    assert (c.data, c.batch_size, c.lr, c.beta1, c.nz) == ("ring8", 100, 1e-4, 0.8, 2)  # PacGAN
+    assert (c.data, c.batch_size, c.beta1, c.nz, c.maxout) == ("ring8", 100, 0.8, 2, 5)  # PacGAN
+    assert (c.lr, c.lr_schedule, c.ema, c.pack) == (2e-4, "linear", 0.999, 2)  # measured for a short CPU run
     c = resolve(TrainConfig(model="dcgan"))
     assert (c.data, c.lr, c.beta1, c.beta2, c.loss) == ("digits", 2e-4, 0.5, 0.999, "bce")
     for bad, msg in [(dict(model="wgan"), "unknown model"), (dict(loss="wasserstein"), "unknown loss"),
@@ -67,7 +68,7 @@ def test_dcgan_steps_on_digits(tmp_path):
 
 
 def test_gan2d_moves_samples_to_the_ring(tmp_path):
-    t = _trainer(tmp_path, **TINY["gan2d"], lr=1e-3, steps=400)
+    t = _trainer(tmp_path, **TINY["gan2d"], lr=1e-3, steps=400, ema=0)  # the raw generator
     means = t.dataset.means
 
     def dist():
@@ -85,6 +86,8 @@ def test_gan2d_moves_samples_to_the_ring(tmp_path):
 @pytest.mark.parametrize("model", ["gan2d", "dcgan", "vae"])
 def test_resume_equals_uninterrupted(tmp_path, model):
     kw = dict(TINY[model], steps=6, sample_every=3, log_every=1)
+    if model == "gan2d":  # the part run is created with fewer steps: a linear schedule would differ by design
+        kw["lr_schedule"] = "constant"
     full = _trainer(tmp_path, "full", **kw)
     full.run()
     part = _trainer(tmp_path, "part", **{**kw, "steps": 4})
@@ -182,3 +185,117 @@ def test_epochs_and_wrong_data_kind(tmp_path):
         _trainer(tmp_path, model="gan2d", data="digits")
     with pytest.raises(ValueError, match="trains on images"):
         _trainer(tmp_path, **TINY["dcgan"], data="ring8")
+
+
+def test_gan2d_defaults_per_data_set():
+    from gencore.training.config import GAN2D_DATA_DEFAULTS, MODEL_DEFAULTS
+    for data in ("ring8", "grid25"):
+        c = resolve(TrainConfig(model="gan2d", data=data))
+        expected = MODEL_DEFAULTS["gan2d"] | GAN2D_DATA_DEFAULTS[data]
+        assert (c.pack, c.steps, c.maxout, c.lr, c.lr_schedule) == tuple(
+            expected[k] for k in ("pack", "steps", "maxout", "lr", "lr_schedule"))
+    c = resolve(TrainConfig(model="gan2d", data="grid25", pack=1, maxout=1, steps=7, lr_schedule="constant"))
+    assert (c.pack, c.maxout, c.steps, c.lr_schedule) == (1, 1, 7, "constant")  # explicit options win
+    c = resolve(TrainConfig(model="dcgan"))
+    assert (c.pack, c.maxout, c.lr_schedule) == (1, 1, "constant")
+    for bad, msg in [(dict(model="dcgan", maxout=5), "--maxout applies to gan2d only"),
+                     (dict(model="gan2d", maxout=0), "positive integer"),
+                     (dict(model="gan2d", lr_schedule="cosine"), "unknown --lr-schedule")]:
+        with pytest.raises(ValueError, match=msg):
+            resolve(TrainConfig(**bad))
+
+
+def test_gan2d_models_follow_config(tmp_path):
+    from gencore.models import Maxout
+    t = _trainer(tmp_path, **TINY["gan2d"], pack=2, maxout=3, steps=1)
+    d = t.models["D"]
+    assert d.pack == 2 and sum(isinstance(m, Maxout) for m in d.modules()) == 3
+    # PacGAN's init: N(0, 0.02) weights, zero biases.
+    w = torch.cat([m.weight.flatten() for m in d.modules() if isinstance(m, torch.nn.Linear)])
+    assert abs(w.std().item() - 0.02) < 0.002 and abs(w.mean().item()) < 0.002
+    t = _trainer(tmp_path, "plain", **TINY["gan2d"], maxout=1, steps=1)
+    assert not any(isinstance(m, Maxout) for m in t.models["D"].modules())
+
+
+def test_linear_lr_schedule_and_resume(tmp_path):
+    t = _trainer(tmp_path, **TINY["gan2d"], lr=1e-3, lr_schedule="linear", steps=4)
+    for step in range(4):
+        t.train_step()
+        # the step that just ran used lr * (1 - step / total)
+        for opt in t.optims.values():
+            assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * (1 - step / 4))
+    t = _trainer(tmp_path, "const", **TINY["gan2d"], lr=1e-3, lr_schedule="constant", steps=4)
+    t.train_step()
+    t.train_step()
+    assert t.optims["G"].param_groups[0]["lr"] == 1e-3
+
+
+def test_checkpoint_from_before_maxout_loads(tmp_path):
+    """A gan2d checkpoint written before --maxout / --lr-schedule existed was trained with LeakyReLU blocks
+    and a constant lr: it loads as such."""
+    t = _trainer(tmp_path, **TINY["gan2d"], maxout=1, lr_schedule="constant", pack=1, ema=0, steps=1)
+    t.run()
+    path = str(tmp_path / "run" / "checkpoint.pt")
+    ckpt = load_checkpoint(path)
+    for k in ("maxout", "lr_schedule"):
+        del ckpt["config"][k]
+    ckpt["config"]["ema"] = None  # how an old checkpoint says "no EMA"
+    atomic_save(ckpt, path)
+    t2 = trainer_from_checkpoint(path, progress=False)
+    assert (t2.cfg.maxout, t2.cfg.lr_schedule, t2.cfg.pack, t2.ema) == (1, "constant", 1, None)
+    for k, v in t.models["D"].state_dict().items():
+        assert torch.equal(v, t2.models["D"].state_dict()[k])
+
+
+def test_gan2d_protocol_runner(tmp_path):
+    from gencore.experiments import gan2d_protocol as gp
+    configs = [("ring8-pack1", dict(data="ring8", pack=1, batch_size=20, eval_samples=200)),
+               ("grid25-pack4", dict(data="grid25", pack=4, batch_size=20, eval_samples=200))]
+    out = str(tmp_path / "proto")
+    res = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False)
+    assert [s["config"] for s in res["summary"]] == ["ring8-pack1", "grid25-pack4"]
+    assert len(res["runs"]) == 4 and {r["seed"] for r in res["runs"]} == {0, 1}
+    ring = res["summary"][0]
+    modes = [r["modes"] for r in res["runs"] if r["config"] == "ring8-pack1"]
+    assert ring["modes"]["min"] == min(modes) and ring["modes"]["mean"] == pytest.approx(sum(modes) / 2)
+    assert ring["published"] == "6.3 modes, 98.2 %" and ring["target_met"] is False  # 3 steps cover nothing
+    assert res["summary"][1]["pack"] == 4
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["summary"][1]["published"] == "24.8 modes, 93.8 %"
+    with open(os.path.join(out, "results.md")) as f:
+        md = f.read()
+    assert "| grid25 | 4 | 3 | 2 |" in md and md.count("| ring8 | 1 | ") == 3  # summary row + 2 seeds
+    # Finished runs are read back, not trained again.
+    mtime = os.path.getmtime(os.path.join(out, "ring8-pack1", "seed0", "checkpoint.pt"))
+    res2 = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False)
+    assert res2["runs"] == res["runs"]
+    assert os.path.getmtime(os.path.join(out, "ring8-pack1", "seed0", "checkpoint.pt")) == mtime
+    # A configuration may have its own seeds.
+    res3 = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False,
+                           seeds_for={"grid25-pack4": [1]})
+    assert [(r["config"], r["seed"]) for r in res3["runs"]] == [("ring8-pack1", 0), ("ring8-pack1", 1),
+                                                                 ("grid25-pack4", 1)]
+    assert res3["summary"][1]["runs"] == 1
+    assert gp._stats([1.0, 3.0]) == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0}
+
+
+def test_linear_schedule_resume_equals_uninterrupted(tmp_path):
+    """A gan2d run with its defaults (linear lr decay, EMA) stopped at step 3 of 6 and resumed ends with the
+    weights of the uninterrupted run."""
+    kw = dict(TINY["gan2d"], steps=6, sample_every=3, log_every=1)
+    full = _trainer(tmp_path, "full", **kw)
+    assert full.cfg.lr_schedule == "linear" and full.ema is not None
+    full.run()
+    part = _trainer(tmp_path, "part", **kw)
+    os.makedirs(part.out_dir)
+    for _ in range(3):
+        part.train_step()
+    part.save_checkpoint()
+    resumed = trainer_from_checkpoint(str(tmp_path / "part"))
+    assert resumed.step == 3
+    resumed.run()
+    for name, model in full.models.items():
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, resumed.models[name].state_dict()[k]), f"{name}.{k} differs after resume"
+    for k, v in full.ema.state_dict().items():
+        torch.testing.assert_close(v, resumed.ema.state_dict()[k], rtol=0, atol=0)

@@ -2,8 +2,8 @@
 layers (fused=False); both variants have the same state dict."""
 from gencore.models.dcgan import DCGANDiscriminator, DCGANGenerator, dcgan_init
 from gencore.models.layers import fused_layers_available
-from gencore.models.mlp import MLPDiscriminator, MLPGenerator
+from gencore.models.mlp import Maxout, MLPDiscriminator, MLPGenerator, pacgan_init
 from gencore.models.vae import ConvVAE, MLPVAE, VAEOutput
 
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "ConvVAE", "MLPVAE", "VAEOutput",
-           "MLPGenerator", "MLPDiscriminator", "fused_layers_available"]
+           "MLPGenerator", "MLPDiscriminator", "Maxout", "pacgan_init", "fused_layers_available"]

@@ -27,14 +27,15 @@ import gencore
 from gencore import data as gdata
 from gencore import metrics as gmetrics
 from gencore.models import (ConvVAE, DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator,
-                            MLPVAE)
-from gencore.models.layers import is_fused
+                            MLPVAE, pacgan_init)
+from gencore.models.layers import is_batch_norm, is_fused
 from gencore.training import distributed as gdist
 from gencore.training import plots
 from gencore.training.checkpoint import CHECKPOINT_FORMAT, atomic_save, load_checkpoint
-from gencore.training.config import TrainConfig, resolve
+from gencore.training.config import LEGACY_EMA_OFF, LEGACY_VALUES, TrainConfig, resolve
 
 CHECKPOINT_NAME = "checkpoint.pt"
+EMA_BN_BATCHES = 20  # batches of fresh noise that re-estimate the EMA generator's BatchNorm statistics
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,8 +55,9 @@ def build_models(cfg: TrainConfig, dataset: gdata.Dataset) -> dict[str, torch.nn
     if cfg.model == "gan2d":
         if dataset.kind != "points":
             raise ValueError(f"gan2d trains on 2-D points (ring8, grid25), not on {dataset.name}")
-        return {"G": MLPGenerator(nz=cfg.nz, out_dim=2, fused=cfg.fused),
-                "D": MLPDiscriminator(in_dim=2, pack=cfg.pack, fused=cfg.fused)}
+        # PacGAN's init (N(0, 0.02) weights, zero biases) for both networks.
+        return {"G": pacgan_init(MLPGenerator(nz=cfg.nz, out_dim=2, fused=cfg.fused)),
+                "D": pacgan_init(MLPDiscriminator(in_dim=2, pack=cfg.pack, maxout=cfg.maxout, fused=cfg.fused))}
     if dataset.kind != "image":
         raise ValueError(f"{cfg.model} trains on images (digits, folder:PATH, fake), not on {dataset.name}")
     nc = dataset.sample_shape[0]
@@ -107,9 +109,12 @@ class Trainer:
     """Builds everything from a config (or a checkpoint) and runs the loop into `out_dir`."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str, checkpoint: dict | None = None, progress: bool = True,
-                 log=print, load_data: bool = True):
+                 log=print, load_data: bool = True, step_callback=None):
         self.cfg = cfg = resolve(cfg)
         self.out_dir, self.progress, self.log = out_dir, progress, log
+        # step_callback(step, total_steps), called after every step, replaces the progress bar (a caller
+        # that runs many trainings keeps one bar over all of them).
+        self.step_callback = step_callback
         self.device = resolve_device(cfg.device)
         self.dist = gdist.setup(self.device)
         if self.dist.enabled:
@@ -141,7 +146,7 @@ class Trainer:
         betas = (cfg.beta1, cfg.beta2)
         self.optims = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=betas) for k, m in self.models.items()}
         self.ema = None
-        if cfg.ema is not None:
+        if cfg.ema:
             self.ema = copy.deepcopy(self.models["G"]).requires_grad_(False)
         # What the training steps call: the models themselves, or their DistributedDataParallel wrappers
         # (self.models keeps the bare modules, so checkpoints do not depend on the number of processes).
@@ -296,6 +301,12 @@ class Trainer:
         trains on its slice (sizes may differ by one). Losses are means over the local slice, so each is
         scaled by local/average slice size before backward: DDP's mean over ranks then is the gradient of
         the global batch's mean loss, and the logged losses are global means."""
+        if self.cfg.lr_schedule == "linear":
+            # Linear decay to 0 at total_steps; a function of the step only, so a resumed run matches.
+            lr = self.cfg.lr * max(0.0, 1.0 - self.step / self.total_steps)
+            for opt in self.optims.values():
+                for group in opt.param_groups:
+                    group["lr"] = lr
         index = self.stream.next()
         scale = 1.0
         if self.dist.enabled:
@@ -311,7 +322,37 @@ class Trainer:
 
     # ---- pictures and evaluation ------------------------------------------------------------------
     def sampler(self) -> torch.nn.Module:
-        return self.ema if self.ema is not None else self.models.get("G", self.models.get("vae"))
+        if self.ema is not None:
+            self._calibrate_ema_batchnorm()
+            return self.ema
+        return self.models.get("G", self.models.get("vae"))
+
+    @torch.no_grad()
+    def _calibrate_ema_batchnorm(self) -> None:
+        """The EMA generator averages the weights, but its BatchNorm buffers are the raw generator's running
+        statistics, which do not fit the averaged weights (on gan2d, eval-mode samples with them lost most
+        high-quality points). Before sampling, re-estimate them for the EMA weights, like SWA's update_bn:
+        the cumulative mean and variance over EMA_BN_BATCHES training-size batches of fresh noise, from a
+        generator of its own (the training stream does not move). Once per step; the next training step
+        copies the raw generator's buffers back, so training itself never sees these."""
+        bns = [m for m in self.ema.modules() if is_batch_norm(m)]
+        if not bns or getattr(self, "_ema_bn_step", None) == self.step:
+            return
+        momenta = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        was = self.ema.training
+        self.ema.train()
+        g = torch.Generator().manual_seed(self.cfg.seed + 4)
+        try:
+            for _ in range(EMA_BN_BATCHES):
+                self.ema(torch.randn(self.cfg.batch_size, self.cfg.nz, generator=g).to(self.device))
+        finally:
+            for m, mom in zip(bns, momenta):
+                m.momentum = mom
+            self.ema.train(was)
+        self._ema_bn_step = self.step
 
     @torch.no_grad()
     def generate(self, n: int | None = None, seed: int | None = None) -> torch.Tensor:
@@ -412,7 +453,7 @@ class Trainer:
             self.save_real()
         sample_every = cfg.sample_every or max(1, self.total_steps // 5)
         checkpoint_every = cfg.checkpoint_every or sample_every
-        bar = _Progress(self.total_steps, self.step, self.progress)
+        bar = _Progress(self.total_steps, self.step, self.progress) if self.step_callback is None else None
         t0 = time.perf_counter()
         try:
             while self.step < self.total_steps:
@@ -421,7 +462,10 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == self.total_steps:
                     logged = {k: v for k, v in losses.items() if k.startswith("loss")}
                     self._append({"step": self.step, **losses})
-                bar.update(logged)
+                if bar is not None:
+                    bar.update(logged)
+                else:
+                    self.step_callback(self.step, self.total_steps)
                 if self.step % sample_every == 0 and self.step != self.total_steps:
                     with self._rng_guard():
                         self._append({"step": self.step, "eval": self.evaluate()})
@@ -429,11 +473,13 @@ class Trainer:
                 if self.step % checkpoint_every == 0 and self.step != self.total_steps:
                     self.save_checkpoint()
         except KeyboardInterrupt:
-            bar.close()
+            if bar is not None:
+                bar.close()
             path = self.save_checkpoint()
             self.log(f"interrupted at step {self.step}: saved {path}; continue with --resume --out {self.out_dir}")
             raise
-        bar.close()
+        if bar is not None:
+            bar.close()
         elapsed = time.perf_counter() - t0
         self.save_checkpoint()
         with self._rng_guard():
@@ -469,7 +515,10 @@ def trainer_from_checkpoint(path: str, overrides: dict | None = None, out_dir: s
     """Rebuild a run from its checkpoint (for --resume, sample and eval). `overrides` may change the
     step budget, the device and the intervals, nothing that would change what is being trained."""
     ckpt = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ckpt["config"])
+    # Options added after a checkpoint was written take the values it was trained with.
+    cfg = TrainConfig.from_dict({**LEGACY_VALUES, **ckpt["config"]})
+    if cfg.ema is None:  # saved as None: trained without EMA (only a default may switch it on now)
+        cfg.ema = LEGACY_EMA_OFF
     for k, v in (overrides or {}).items():
         if k in ("steps", "epochs"):
             cfg.steps, cfg.epochs = None, None

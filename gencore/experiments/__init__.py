@@ -1,0 +1,1 @@
+"""Reproducible experiments (multi-seed protocols) built on gencore.training."""
