@@ -14,13 +14,6 @@
 namespace gencore {
 namespace {
 
-struct CudaTypes {
-  using f32 = float;
-  using f64 = double;
-  using f16 = __half;
-  using bf16 = __nv_bfloat16;
-};
-
 using OptTensor = c10::optional<at::Tensor>;
 
 at::Tensor workspace_for(const bn::View& v) {
@@ -37,7 +30,7 @@ void run_forward(const bn::View& v, const at::Tensor& y, const OptTensor& weight
   const at::Tensor b = bn::channel_param(bias, dtype);
   const at::Tensor workspace = training ? workspace_for(v) : at::Tensor();  // only the statistics use it
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  dispatch_floating<CudaTypes>(v.x.scalar_type(), op, [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(v.x.scalar_type(), op, [&](auto tag) {
     using S = decltype(tag);
     using P = cuda::bn_stat_t<S>;
     P* const ws = workspace.defined() ? ptr<P>(workspace) : nullptr;
@@ -97,7 +90,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_impl(const at::Tensor& g
   at::Tensor gw = at::empty({in.size(1)}, in.options().dtype(dtype));
   at::Tensor gb = at::empty({in.size(1)}, in.options().dtype(dtype));
   const at::Tensor workspace = workspace_for(v);
-  dispatch_floating<CudaTypes>(in.scalar_type(), op, [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(in.scalar_type(), op, [&](auto tag) {
     using S = decltype(tag);
     using P = cuda::bn_stat_t<S>;
     C10_CUDA_CHECK(cuda::batch_norm_leaky_relu_backward<S>(

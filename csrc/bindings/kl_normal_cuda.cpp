@@ -11,13 +11,6 @@
 namespace gencore {
 namespace {
 
-struct CudaTypes {
-  using f32 = float;
-  using f64 = double;
-  using f16 = __half;
-  using bf16 = __nv_bfloat16;
-};
-
 at::Tensor kl_normal_cuda(const at::Tensor& mu, const at::Tensor& logvar, c10::string_view reduction_name) {
   check_same(mu, logvar, "kl_normal", "mu", "logvar");
   const Reduction reduction = parse_reduction(reduction_name);
@@ -32,7 +25,7 @@ at::Tensor kl_normal_cuda(const at::Tensor& mu, const at::Tensor& logvar, c10::s
   if (reduction != Reduction::None) {
     workspace = at::empty({cuda::kl_normal_sum_workspace(n)}, m.options().dtype(at::kDouble));
   }
-  dispatch_floating<CudaTypes>(m.scalar_type(), "kl_normal", [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(m.scalar_type(), "kl_normal", [&](auto tag) {
     using S = decltype(tag);
     if (reduction == Reduction::None) {
       C10_CUDA_CHECK(cuda::kl_normal_forward_none<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(out), n, stream));
@@ -59,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor> kl_normal_backward_cuda(const at::Tensor& gra
   const int64_t grad_stride = check_loss_grad(g, m, reduction, "kl_normal_backward");
   at::Tensor dmu = at::empty_like(m);
   at::Tensor dlogvar = at::empty_like(m);
-  dispatch_floating<CudaTypes>(m.scalar_type(), "kl_normal_backward", [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(m.scalar_type(), "kl_normal_backward", [&](auto tag) {
     using S = decltype(tag);
     C10_CUDA_CHECK(cuda::kl_normal_backward<S>(ptr<S>(g), grad_stride, scale, ptr<S>(m), ptr<S>(lv),
                                                ptr<S>(dmu), ptr<S>(dlogvar), m.numel(), stream));

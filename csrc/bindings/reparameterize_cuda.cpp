@@ -12,13 +12,6 @@
 namespace gencore {
 namespace {
 
-struct CudaTypes {
-  using f32 = float;
-  using f64 = double;
-  using f16 = __half;
-  using bf16 = __nv_bfloat16;
-};
-
 at::Tensor reparameterize_cuda(const at::Tensor& mu, const at::Tensor& logvar, const at::Tensor& seed,
                                int64_t offset) {
   check_same(mu, logvar, "reparameterize", "mu", "logvar");
@@ -29,7 +22,7 @@ at::Tensor reparameterize_cuda(const at::Tensor& mu, const at::Tensor& logvar, c
   const at::Tensor lv = logvar.contiguous();
   const at::Tensor sd = seed.contiguous();
   at::Tensor z = at::empty_like(m);
-  dispatch_floating<CudaTypes>(m.scalar_type(), "reparameterize", [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(m.scalar_type(), "reparameterize", [&](auto tag) {
     using S = decltype(tag);
     C10_CUDA_CHECK(cuda::reparameterize_forward<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(z), m.numel(),
                                                    sd.data_ptr<int64_t>(), static_cast<uint64_t>(offset), stream));
@@ -47,7 +40,7 @@ at::Tensor reparameterize_backward_cuda(const at::Tensor& grad, const at::Tensor
   const at::Tensor g = grad.contiguous();
   const at::Tensor sd = seed.contiguous();
   at::Tensor dlogvar = at::empty_like(lv);
-  dispatch_floating<CudaTypes>(lv.scalar_type(), "reparameterize_backward", [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(lv.scalar_type(), "reparameterize_backward", [&](auto tag) {
     using S = decltype(tag);
     C10_CUDA_CHECK(cuda::reparameterize_backward<S>(ptr<S>(g), ptr<S>(lv), ptr<S>(dlogvar), lv.numel(),
                                                     sd.data_ptr<int64_t>(), static_cast<uint64_t>(offset),
@@ -76,7 +69,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_cuda(const at::Tensor& mu, 
   if (reduction != Reduction::None) {
     workspace = at::empty({cuda::reparameterize_kl_sum_workspace(n)}, m.options().dtype(at::kDouble));
   }
-  dispatch_floating<CudaTypes>(m.scalar_type(), "reparameterize_kl", [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(m.scalar_type(), "reparameterize_kl", [&](auto tag) {
     using S = decltype(tag);
     if (reduction == Reduction::None) {
       C10_CUDA_CHECK(cuda::reparameterize_kl_forward_none<S>(ptr<S>(m), ptr<S>(lv), ptr<S>(z), ptr<S>(kl), n,
@@ -109,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor> reparameterize_kl_backward_cuda(
   const int64_t kl_stride = check_loss_grad(gk, m, reduction, "reparameterize_kl_backward");
   at::Tensor dmu = at::empty_like(m);
   at::Tensor dlogvar = at::empty_like(m);
-  dispatch_floating<CudaTypes>(m.scalar_type(), "reparameterize_kl_backward", [&](auto tag) {
+  dispatch_floating<cuda::storage_types>(m.scalar_type(), "reparameterize_kl_backward", [&](auto tag) {
     using S = decltype(tag);
     C10_CUDA_CHECK(cuda::reparameterize_kl_backward<S>(ptr<S>(gz), ptr<S>(gk), kl_stride, scale, ptr<S>(m),
                                                        ptr<S>(lv), ptr<S>(dmu), ptr<S>(dlogvar), m.numel(),

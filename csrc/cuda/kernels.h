@@ -10,6 +10,15 @@
 
 namespace gencore::cuda {
 
+// The storage type for each torch dtype, as the glue's dispatch_floating (bindings/glue.h) expects
+// (the CUDA twin of cpu::storage_types).
+struct storage_types {
+  using f32 = float;
+  using f64 = double;
+  using f16 = __half;
+  using bf16 = __nv_bfloat16;
+};
+
 // ---- KL(N(mu, exp(logvar)) || N(0, 1)) -------------------------------------------------------------
 template <typename S>
 cudaError_t kl_normal_forward_none(const S* mu, const S* logvar, S* out, int64_t n, cudaStream_t stream);
