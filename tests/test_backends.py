@@ -100,6 +100,7 @@ def test_missing_extension_warns_once(monkeypatch):
     monkeypatch.setattr(_native, "error", "not built (test)")
     monkeypatch.setattr(_native, "_warned", False)
     monkeypatch.setattr(backends, "_status_cache", {})
+    monkeypatch.setattr(backends, "_select_cache", {})
     mu = torch.randn(3, 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -41,9 +41,10 @@ def _records(path):
 def test_config_defaults_and_errors():
     c = resolve(TrainConfig(model="gan2d"))
     assert (c.data, c.batch_size, c.beta1, c.nz, c.maxout) == ("ring8", 100, 0.8, 2, 5)  # PacGAN
-    assert (c.lr, c.lr_schedule, c.ema, c.pack) == (2e-4, "linear", 0.999, 2)  # measured for a short CPU run
+    assert (c.lr, c.lr_schedule, c.ema, c.pack, c.r1) == (2e-4, "linear", 0.999, 2, 0.1)  # measured, short CPU run
     c = resolve(TrainConfig(model="dcgan"))
-    assert (c.data, c.lr, c.beta1, c.beta2, c.loss) == ("digits", 2e-4, 0.5, 0.999, "bce")
+    assert (c.data, c.lr, c.beta1, c.beta2, c.loss, c.r1) == ("digits", 2e-4, 0.5, 0.999, "bce", 0.0)
+    assert resolve(TrainConfig(model="vae")).r1 == 0.0
     for bad, msg in [(dict(model="wgan"), "unknown model"), (dict(loss="wasserstein"), "unknown loss"),
                      (dict(amp="fp8"), "unknown --amp"), (dict(steps=3, epochs=1), "not both"),
                      (dict(steps=0), "positive integer"), (dict(ema=1.5), "--ema"),
@@ -192,10 +193,10 @@ def test_gan2d_defaults_per_data_set():
     for data in ("ring8", "grid25"):
         c = resolve(TrainConfig(model="gan2d", data=data))
         expected = MODEL_DEFAULTS["gan2d"] | GAN2D_DATA_DEFAULTS[data]
-        assert (c.pack, c.steps, c.maxout, c.lr, c.lr_schedule) == tuple(
-            expected[k] for k in ("pack", "steps", "maxout", "lr", "lr_schedule"))
-    c = resolve(TrainConfig(model="gan2d", data="grid25", pack=1, maxout=1, steps=7, lr_schedule="constant"))
-    assert (c.pack, c.maxout, c.steps, c.lr_schedule) == (1, 1, 7, "constant")  # explicit options win
+        assert (c.pack, c.steps, c.maxout, c.lr, c.lr_schedule, c.r1) == tuple(
+            expected[k] for k in ("pack", "steps", "maxout", "lr", "lr_schedule", "r1"))
+    c = resolve(TrainConfig(model="gan2d", data="grid25", pack=4, maxout=1, steps=7, lr_schedule="constant", r1=0))
+    assert (c.pack, c.maxout, c.steps, c.lr_schedule, c.r1) == (4, 1, 7, "constant", 0)  # explicit options win
     c = resolve(TrainConfig(model="dcgan"))
     assert (c.pack, c.maxout, c.lr_schedule) == (1, 1, "constant")
     for bad, msg in [(dict(model="dcgan", maxout=5), "--maxout applies to gan2d only"),

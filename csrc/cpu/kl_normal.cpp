@@ -54,16 +54,18 @@ void kl_normal_backward(const S* grad, int64_t grad_stride, double scale, const 
   using C = compute_t<S>;
   const C s = static_cast<C>(scale);
   const int64_t tasks = (n + kGrain - 1) / kGrain;
+  with_grad_stride(grad_stride, [&](auto stride) {
 #pragma omp parallel for schedule(static) if (tasks > 1)
-  for (int64_t t = 0; t < tasks; ++t) {
-    const int64_t end = t * kGrain + kGrain < n ? t * kGrain + kGrain : n;
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t end = t * kGrain + kGrain < n ? t * kGrain + kGrain : n;
 #pragma omp simd
-    for (int64_t i = t * kGrain; i < end; ++i) {
-      const C g = load(grad[i * grad_stride]) * s;
-      dmu[i] = store<S>(kl_grad_mu<C>(g, load(mu[i])));
-      dlogvar[i] = store<S>(kl_grad_logvar<C>(g, exp_c(load(logvar[i]))));
+      for (int64_t i = t * kGrain; i < end; ++i) {
+        const C g = load(grad[i * stride]) * s;
+        dmu[i] = store<S>(kl_grad_mu<C>(g, load(mu[i])));
+        dlogvar[i] = store<S>(kl_grad_logvar<C>(g, exp_c(load(logvar[i]))));
+      }
     }
-  }
+  });
 }
 
 #define GENCORE_INSTANTIATE_KL(S)                                                              \

@@ -138,21 +138,23 @@ void reparameterize_kl_backward(const S* grad_z, const S* grad_kl, int64_t kl_st
                                 const S* logvar, S* dmu, S* dlogvar, int64_t n, uint64_t seed, uint64_t offset) {
   using C = compute_t<S>;
   const C s = static_cast<C>(scale);
-  for_each_noise_block(n, seed, offset, [=](int64_t, int64_t b, int64_t e, const float* eps) {
-    const S* GENCORE_RESTRICT gzp = grad_z;
-    const S* GENCORE_RESTRICT gkp = grad_kl;
-    const S* GENCORE_RESTRICT mp = mu;
-    const S* GENCORE_RESTRICT lvp = logvar;
-    S* GENCORE_RESTRICT dmp = dmu;
-    S* GENCORE_RESTRICT dlvp = dlogvar;
+  with_grad_stride(kl_stride, [&](auto stride) {
+    for_each_noise_block(n, seed, offset, [=](int64_t, int64_t b, int64_t e, const float* eps) {
+      const S* GENCORE_RESTRICT gzp = grad_z;
+      const S* GENCORE_RESTRICT gkp = grad_kl;
+      const S* GENCORE_RESTRICT mp = mu;
+      const S* GENCORE_RESTRICT lvp = logvar;
+      S* GENCORE_RESTRICT dmp = dmu;
+      S* GENCORE_RESTRICT dlvp = dlogvar;
 #pragma omp simd
-    for (int64_t i = b; i < e; ++i) {
-      const C gz = load(gzp[i]);
-      const C gk = load(gkp[i * kl_stride]) * s;
-      const C sd = half_exp<C>(load(lvp[i]));
-      dmp[i] = store<S>(gz + kl_grad_mu<C>(gk, load(mp[i])));
-      dlvp[i] = store<S>(C(0.5) * gz * static_cast<C>(eps[i - b]) * sd + kl_grad_logvar<C>(gk, sd * sd));
-    }
+      for (int64_t i = b; i < e; ++i) {
+        const C gz = load(gzp[i]);
+        const C gk = load(gkp[i * stride]) * s;
+        const C sd = half_exp<C>(load(lvp[i]));
+        dmp[i] = store<S>(gz + kl_grad_mu<C>(gk, load(mp[i])));
+        dlvp[i] = store<S>(C(0.5) * gz * static_cast<C>(eps[i - b]) * sd + kl_grad_logvar<C>(gk, sd * sd));
+      }
+    });
   });
 }
 

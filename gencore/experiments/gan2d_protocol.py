@@ -32,11 +32,12 @@ PUBLISHED = {
     ("grid25", 4): "24.8 modes, 93.8 %",
 }
 
-# (name, options of TrainConfig). None for pack means the data set's default (gencore train's).
+# (name, options of TrainConfig); options not given take the data set's default (gencore train's).
+# `*-plain` is PacGAN's baseline: the plain GAN (pack 1, no R1 penalty), at the default length.
 DEFAULT_CONFIGS = [
-    ("ring8-pack1", dict(data="ring8", pack=1)),
+    ("ring8-plain", dict(data="ring8", pack=1, r1=0.0)),
     ("ring8-default", dict(data="ring8")),
-    ("grid25-pack1", dict(data="grid25", pack=1)),
+    ("grid25-plain", dict(data="grid25", pack=1, r1=0.0)),
     ("grid25-default", dict(data="grid25")),
 ]
 
@@ -111,7 +112,7 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
             trainer = Trainer(cfg, folder, progress=False, step_callback=tick)
             summary = trainer.run()
             trainer.close()
-        row = {"config": name, "data": cfg.data, "pack": cfg.pack, "seed": seed, "steps": cfg.steps,
+        row = {"config": name, "data": cfg.data, "pack": cfg.pack, "r1": cfg.r1, "seed": seed, "steps": cfg.steps,
                "modes": summary["modes"], "num_modes": summary["num_modes"],
                "high_quality": summary["high_quality"], "reverse_kl": summary["reverse_kl"],
                "train_seconds": summary["train_seconds"]}
@@ -133,7 +134,7 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
         rows = [r for r in runs if r["config"] == name]
         first = next(c for n, _, c in plan if n == name)
         summary.append({
-            "config": name, "data": first.data, "pack": first.pack, "steps": first.steps,
+            "config": name, "data": first.data, "pack": first.pack, "r1": first.r1, "steps": first.steps,
             "settings": {k: getattr(first, k) for k in ("batch_size", "lr", "beta1", "lr_schedule", "maxout",
                                                         "ema", "loss", "fused")},
             "runs": len(rows), "seeds": [r["seed"] for r in rows],
@@ -142,7 +143,8 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
             "reverse_kl": _stats([r["reverse_kl"] for r in rows]),
             "train_seconds": _stats([r["train_seconds"] for r in rows]),
             "target": TARGETS[first.data], "target_met": _target_met(first.data, rows),
-            "published": PUBLISHED.get((first.data, first.pack)),
+            # PacGAN trained without a gradient penalty: its numbers sit next to the plain configurations.
+            "published": PUBLISHED.get((first.data, first.pack)) if not first.r1 else None,
         })
     result = {"protocol": "PacGAN/VEEGAN 2-D, 2,500 samples per evaluation", "summary": summary, "runs": runs,
               "machine": {"platform": platform.platform(), "torch": torch.__version__,
@@ -163,18 +165,20 @@ def _fmt(s: dict, scale: float = 1.0, digits: int = 1) -> str:
 
 def markdown(result: dict) -> str:
     """Summary table (mean ± std [min, max] over seeds) and the per-seed table."""
-    lines = ["| data | pack | steps | runs | modes | high quality (%) | reverse KL | s / run | target met | "
+    lines = ["| data | pack | R1 | steps | runs | modes | high quality (%) | reverse KL | s / run | target met | "
              "published (as reported by PacGAN) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in result["summary"]:
-        lines.append(f"| {s['data']} | {s['pack']} | {s['steps']:,} | {s['runs']} | {_fmt(s['modes'])} | "
+        lines.append(f"| {s['data']} | {s['pack']} | {s.get('r1') or 0:g} | {s['steps']:,} | {s['runs']} | "
+                     f"{_fmt(s['modes'])} | "
                      f"{_fmt(s['high_quality'], 100)} | {_fmt(s['reverse_kl'], digits=3)} | "
                      f"{s['train_seconds']['mean']:.0f} | {'yes' if s['target_met'] else 'no'} | "
                      f"{s['published'] or '–'} |")
     lines += ["", "mean ± sample std [min, max] over the seeds.", "",
-              "| data | pack | seed | modes | high quality (%) | reverse KL | s |", "|---|---|---|---|---|---|---|"]
+              "| data | pack | R1 | seed | modes | high quality (%) | reverse KL | s |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
-        lines.append(f"| {r['data']} | {r['pack']} | {r['seed']} | {r['modes']} / {r['num_modes']} | "
+        lines.append(f"| {r['data']} | {r['pack']} | {r.get('r1') or 0:g} | {r['seed']} | {r['modes']} / {r['num_modes']} | "
                      f"{100 * r['high_quality']:.1f} | {r['reverse_kl']:.3f} | {r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=5, help="number of seeds, 0..N-1 (default 5)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--baseline-seeds", type=int, default=None,
-                   help="number of seeds of the pack-1 (plain GAN) baselines (default: --seeds)")
+                   help="number of seeds of the plain-GAN baselines (pack 1, no R1; default: --seeds)")
     p.add_argument("--out", default="runs/gan2d_protocol", help="folder for the runs, results.json, results.md")
     p.add_argument("--steps", type=int, default=None, help="override every configuration's steps")
     p.add_argument("--only", default=None, help="comma-separated configuration names (default: all: "
