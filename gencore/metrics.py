@@ -19,7 +19,11 @@ from torch import nn
 
 # ---- 2-D mixtures ------------------------------------------------------------------------------------
 def mode_metrics(samples: torch.Tensor, means: torch.Tensor, std: float, min_count: int = 20) -> dict:
-    """modes covered, fraction of high-quality samples, reverse KL(model histogram || uniform)."""
+    """modes covered, fraction of high-quality samples, reverse KL(model histogram || uniform).
+
+    `modes` counts the modes with at least `min_count` high-quality samples (20 of 2,500 by default:
+    a mode reached by a stray point is not covered); `modes_any` counts those with at least one, as
+    PacGAN's released evaluation code does, for comparison with the published tables."""
     samples, means = samples.detach().float().cpu(), means.float().cpu()
     dist = torch.cdist(samples, means)
     nearest_dist, nearest = dist.min(1)
@@ -29,7 +33,8 @@ def mode_metrics(samples: torch.Tensor, means: torch.Tensor, std: float, min_cou
     p = counts / counts.sum()
     nz = p > 0
     reverse_kl = float((p[nz] * (p[nz] * len(means)).log()).sum())
-    return {"modes": int((hq_counts >= min_count).sum()), "num_modes": len(means),
+    return {"modes": int((hq_counts >= min_count).sum()), "modes_any": int((hq_counts >= 1).sum()),
+            "num_modes": len(means),
             "high_quality": float(hq.double().mean()), "reverse_kl": reverse_kl, "num_samples": len(samples)}
 
 

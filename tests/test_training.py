@@ -250,8 +250,8 @@ def test_checkpoint_from_before_maxout_loads(tmp_path):
 
 def test_gan2d_protocol_runner(tmp_path):
     from gencore.experiments import gan2d_protocol as gp
-    configs = [("ring8-pack1", dict(data="ring8", pack=1, batch_size=20, eval_samples=200)),
-               ("grid25-pack4", dict(data="grid25", pack=4, batch_size=20, eval_samples=200))]
+    configs = [("ring8-pack1", dict(data="ring8", pack=1, r1=0.0, batch_size=20, eval_samples=200)),
+               ("grid25-pack4", dict(data="grid25", pack=4, r1=0.0, batch_size=20, eval_samples=200))]
     out = str(tmp_path / "proto")
     res = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False)
     assert [s["config"] for s in res["summary"]] == ["ring8-pack1", "grid25-pack4"]
@@ -265,12 +265,21 @@ def test_gan2d_protocol_runner(tmp_path):
         assert json.load(f)["summary"][1]["published"] == "24.8 modes, 93.8 %"
     with open(os.path.join(out, "results.md")) as f:
         md = f.read()
-    assert "| grid25 | 4 | 3 | 2 |" in md and md.count("| ring8 | 1 | ") == 3  # summary row + 2 seeds
+    assert "| grid25 | 4 | 0 | 3 | 2 |" in md and md.count("| ring8 | 1 | ") == 3  # summary row + 2 seeds
+    assert all(r["modes_any"] >= r["modes"] for r in res["runs"])
     # Finished runs are read back, not trained again.
     mtime = os.path.getmtime(os.path.join(out, "ring8-pack1", "seed0", "checkpoint.pt"))
     res2 = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False)
     assert res2["runs"] == res["runs"]
     assert os.path.getmtime(os.path.join(out, "ring8-pack1", "seed0", "checkpoint.pt")) == mtime
+    # A run evaluated before `modes_any` existed is evaluated again from its checkpoint, to the same numbers.
+    path = os.path.join(out, "ring8-pack1", "seed1", "metrics.json")
+    with open(path) as f:
+        old = json.load(f)
+    del old["modes_any"]
+    with open(path, "w") as f:
+        json.dump(old, f)
+    assert gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False)["runs"] == res["runs"]
     # A configuration may have its own seeds.
     res3 = gp.run_protocol([0, 1], out, configs, steps=3, fused=FUSED, progress=False,
                            seeds_for={"grid25-pack4": [1]})

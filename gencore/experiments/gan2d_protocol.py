@@ -42,14 +42,27 @@ DEFAULT_CONFIGS = [
 ]
 
 # Targets of gencore's issue 5: ring8 8/8 modes and >= 90 % high-quality samples in every seed;
-# grid25 >= 24 of 25 modes.
-TARGETS = {"ring8": "8/8 modes and >= 90 % high quality in every seed", "grid25": ">= 24 of 25 modes"}
+# grid25 >= 24 of 25 modes. Checked with gencore's mode count (>= 20 high-quality samples) and, for
+# comparison with the published numbers, with PacGAN's (>= 1).
+TARGETS = {"ring8": "8/8 modes and >= 90 % high quality in every seed", "grid25": ">= 24 of 25 modes in every seed"}
 
 
-def _target_met(data: str, rows: list[dict]) -> bool:
+def _target_met(data: str, rows: list[dict], key: str = "modes") -> bool:
     if data == "ring8":
-        return all(r["modes"] == 8 and r["high_quality"] >= 0.9 for r in rows)
-    return all(r["modes"] >= 24 for r in rows)
+        return all(r[key] == 8 and r["high_quality"] >= 0.9 for r in rows)
+    return all(r[key] >= 24 for r in rows)
+
+
+def _read_summary(folder: str, done: str) -> dict:
+    with open(done) as f:
+        summary = json.load(f)
+    if "modes_any" not in summary:  # finished before metrics counted modes both ways: evaluate it again
+        from gencore.training import trainer_from_checkpoint
+
+        trainer = trainer_from_checkpoint(folder, log=lambda *a, **k: None)
+        summary = {**summary, **trainer.evaluate()}  # deterministic: the same samples as the run's own
+        trainer.close()
+    return summary
 
 
 def _stats(values: list[float]) -> dict:
@@ -97,8 +110,7 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
         if bar is not None:
             bar.set_description(f"{name} seed {seed} ({i + 1}/{len(plan)})")
         if os.path.exists(done):
-            with open(done) as f:
-                summary = json.load(f)
+            summary = _read_summary(folder, done)
             if bar is not None:
                 bar.update(cfg.steps)
         else:
@@ -113,7 +125,7 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
             summary = trainer.run()
             trainer.close()
         row = {"config": name, "data": cfg.data, "pack": cfg.pack, "r1": cfg.r1, "seed": seed, "steps": cfg.steps,
-               "modes": summary["modes"], "num_modes": summary["num_modes"],
+               "modes": summary["modes"], "modes_any": summary["modes_any"], "num_modes": summary["num_modes"],
                "high_quality": summary["high_quality"], "reverse_kl": summary["reverse_kl"],
                "train_seconds": summary["train_seconds"]}
         runs.append(row)
@@ -139,10 +151,12 @@ def run_protocol(seeds: list[int], out: str, configs=None, steps: int | None = N
                                                         "ema", "loss", "fused")},
             "runs": len(rows), "seeds": [r["seed"] for r in rows],
             "modes": _stats([r["modes"] for r in rows]),
+            "modes_any": _stats([r["modes_any"] for r in rows]),
             "high_quality": _stats([r["high_quality"] for r in rows]),
             "reverse_kl": _stats([r["reverse_kl"] for r in rows]),
             "train_seconds": _stats([r["train_seconds"] for r in rows]),
             "target": TARGETS[first.data], "target_met": _target_met(first.data, rows),
+            "target_met_pacgan_count": _target_met(first.data, rows, "modes_any"),
             # PacGAN trained without a gradient penalty: its numbers sit next to the plain configurations.
             "published": PUBLISHED.get((first.data, first.pack)) if not first.r1 else None,
         })
@@ -165,20 +179,22 @@ def _fmt(s: dict, scale: float = 1.0, digits: int = 1) -> str:
 
 def markdown(result: dict) -> str:
     """Summary table (mean ± std [min, max] over seeds) and the per-seed table."""
-    lines = ["| data | pack | R1 | steps | runs | modes | high quality (%) | reverse KL | s / run | target met | "
-             "published (as reported by PacGAN) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | pack | R1 | steps | runs | modes (≥ 20) | modes (≥ 1) | high quality (%) | reverse KL | s / run | "
+             "target met (≥ 20 / ≥ 1) | published (as reported by PacGAN) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s in result["summary"]:
         lines.append(f"| {s['data']} | {s['pack']} | {s.get('r1') or 0:g} | {s['steps']:,} | {s['runs']} | "
-                     f"{_fmt(s['modes'])} | "
+                     f"{_fmt(s['modes'])} | {_fmt(s['modes_any'])} | "
                      f"{_fmt(s['high_quality'], 100)} | {_fmt(s['reverse_kl'], digits=3)} | "
-                     f"{s['train_seconds']['mean']:.0f} | {'yes' if s['target_met'] else 'no'} | "
+                     f"{s['train_seconds']['mean']:.0f} | {'yes' if s['target_met'] else 'no'} / "
+                     f"{'yes' if s['target_met_pacgan_count'] else 'no'} | "
                      f"{s['published'] or '–'} |")
     lines += ["", "mean ± sample std [min, max] over the seeds.", "",
-              "| data | pack | R1 | seed | modes | high quality (%) | reverse KL | s |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| data | pack | R1 | seed | modes (≥ 20) | modes (≥ 1) | high quality (%) | reverse KL | s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["runs"]:
         lines.append(f"| {r['data']} | {r['pack']} | {r.get('r1') or 0:g} | {r['seed']} | {r['modes']} / {r['num_modes']} | "
+                     f"{r['modes_any']} / {r['num_modes']} | "
                      f"{100 * r['high_quality']:.1f} | {r['reverse_kl']:.3f} | {r['train_seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
