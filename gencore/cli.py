@@ -176,7 +176,7 @@ def _add_train_parser(sub) -> None:
                    help="gan2d: maxout pieces of the discriminator's hidden layers (default 5, PacGAN; 1: LeakyReLU)")
     p.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=S,
                    help="constant learning rate, or linear decay to 0 over the run (default per model)")
-    p.add_argument("--r1", type=float, default=S, help="R1 gradient penalty weight (needs --no-fused for BatchNorm discriminators)")
+    p.add_argument("--r1", type=float, default=S, help="R1 gradient penalty weight (default 0; gan2d: 0.1 on ring8, 1.0 on grid25; 0 turns it off; needs --no-fused for BatchNorm discriminators)")
     p.add_argument("--amp", choices=AMP_MODES, default=S, help="mixed precision: bf16 (CPU or GPU) or fp16 (GPU, gradient scaler)")
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=S,
                    help="gencore's fused layers (default) or plain torch.nn layers (--no-fused); same checkpoints")

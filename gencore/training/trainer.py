@@ -146,7 +146,7 @@ class Trainer:
         self.total_steps = cfg.steps if cfg.steps is not None else cfg.epochs * self.stream.batches_per_epoch
         betas = (cfg.beta1, cfg.beta2)
         # fused=True: one multi-tensor kernel per step instead of a Python loop over the parameters (the
-        # for-loop Adam is PyTorch's CPU default); 5.6 -> ~0.5 ms per gan2d step on one core.
+        # for-loop Adam is PyTorch's CPU default): the two optimizers of a gan2d step took 5.6 ms, now 1.2.
         self.optims = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=betas, fused=True)
                        for k, m in self.models.items()}
         self.ema = None
