@@ -153,7 +153,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--data", default=S, help="digits (default for dcgan/vae) | ring8 (default for gan2d) | grid25 | "
                                              "fake | folder:PATH")
     steps = p.add_mutually_exclusive_group()
-    steps.add_argument("--steps", type=_positive_int, default=S, help="optimizer steps (defaults: dcgan 1000, vae 1000, gan2d 10000 on ring8, 30000 on grid25)")
+    steps.add_argument("--steps", type=_positive_int, default=S, help="optimizer steps (defaults: dcgan 1000, vae 1000, gan2d 15000 on ring8, 30000 on grid25)")
     steps.add_argument("--epochs", type=_positive_int, default=S, help="passes over the data instead of --steps")
     p.add_argument("--batch-size", type=_positive_int, default=S, help="default 64 (gan2d: 100, as PacGAN)")
     p.add_argument("--image-size", type=_positive_int, default=S, help="32 (default) or 64 (ConvVAE also 16)")
