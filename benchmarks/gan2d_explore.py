@@ -1,7 +1,8 @@
 """Ad-hoc exploration loop for the gan2d settings (not part of the package or the test suite).
 
-A stand-alone copy of gencore's gan2d training step with plain torch layers and knobs the trainer does
-not have (PyTorch vs N(0, 0.02) init, bias-free generator layers, BatchNorm momentum), evaluating every
+A stand-alone copy of gencore's gan2d training step with plain torch layers (the discriminator and the
+init are the package's: MLPDiscriminator, pacgan_init) and knobs the trainer does not have (PyTorch vs
+N(0, 0.02) init, bias-free generator layers, BatchNorm momentum), evaluating every
 `--eval-every` steps in several ways: the generator in eval mode (running statistics, what gencore
 reports), in training mode (batch statistics over batches of 100 or over all 2,500 samples), and an EMA
 of the generator the same ways. It produced the single-seed numbers in docs/training.md
@@ -14,6 +15,7 @@ import argparse, time, json, copy, sys
 import torch, torch.nn as nn, torch.nn.functional as F
 sys.path.insert(0, __import__('os').path.dirname(__import__('os').path.dirname(__import__('os').path.abspath(__file__))))
 from gencore import data as gdata, metrics as gm
+from gencore.models import MLPDiscriminator, pacgan_init
 torch.set_num_threads(1)
 p = argparse.ArgumentParser()
 p.add_argument('--data', default='ring8'); p.add_argument('--pack', type=int, default=1)
@@ -29,26 +31,15 @@ a = p.parse_args()
 torch.manual_seed(a.seed)
 ds = gdata.load_dataset(a.data, seed=a.seed)
 X = ds.data.float()
-class Maxout(nn.Module):
-    def __init__(s, i, o, k): super().__init__(); s.k=k; s.lin=nn.Linear(i, o*k)
-    def forward(s, x): y = s.lin(x); return y.view(y.shape[0], s.k, -1).amax(1)
-def D_net(inp):
-    L=[]; d=inp
-    for _ in range(3):
-        L += [Maxout(d, a.dhidden, a.maxout)] if a.maxout>1 else [nn.Linear(d, a.dhidden), nn.LeakyReLU(0.2)]
-        d=a.dhidden
-    L.append(nn.Linear(d,1)); return nn.Sequential(*L)
 def G_net():
     L=[]; d=2
     for _ in range(4):
         L += [nn.Linear(d,400,bias=bool(a.gbias)), nn.BatchNorm1d(400, momentum=a.bn_mom), nn.ReLU()]; d=400
     L.append(nn.Linear(d,2)); return nn.Sequential(*L)
-G, D = G_net(), D_net(2*a.pack)
+# The discriminator is the package's (maxout blocks or Linear -> LeakyReLU; it takes unpacked points).
+G, D = G_net(), MLPDiscriminator(in_dim=2, hidden=a.dhidden, pack=a.pack, maxout=a.maxout, fused=False)
 if a.init == 'normal':
-    for m in list(G.modules())+list(D.modules()):
-        if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.02)
-            if m.bias is not None: nn.init.zeros_(m.bias)
+    pacgan_init(G); pacgan_init(D)
 ema = copy.deepcopy(G) if a.ema else None
 og = torch.optim.Adam(G.parameters(), lr=a.lr_g or a.lr, betas=(a.beta1, 0.999))
 od = torch.optim.Adam(D.parameters(), lr=a.lr, betas=(a.beta1, 0.999))
@@ -71,14 +62,14 @@ for step in range(1, a.steps+1):
     real = X[perm[pos:pos+B]]; pos+=B
     z = torch.randn(B, 2)
     fake = G(z)
-    rv = real.view(-1, 2*a.pack).requires_grad_(a.r1 > 0)
-    dr = D(rv); df = D(fake.detach().view(-1, 2*a.pack))
+    rv = real.view(-1, 2*a.pack).requires_grad_(a.r1 > 0)  # one row per pack: R1's norm is per pack
+    dr = D(rv.view(-1, 2)); df = D(fake.detach())
     ld = F.softplus(-dr).mean() + F.softplus(df).mean()
     if a.r1 > 0:
         (gr,) = torch.autograd.grad(dr.sum(), rv, create_graph=True)
         ld = ld + 0.5 * a.r1 * gr.pow(2).sum(1).mean()
     od.zero_grad(); ld.backward(); od.step()
-    lg = F.softplus(-D(fake.view(-1, 2*a.pack))).mean()
+    lg = F.softplus(-D(fake)).mean()
     og.zero_grad(); lg.backward(); og.step()
     if ema is not None:
         with torch.no_grad():
