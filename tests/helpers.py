@@ -55,19 +55,34 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
             f"expected {e.flatten()[worst].item()!r}")
 
 
+# setup.py's default compile flags, for probes when the extension is not built.
+DEFAULT_CXX_FLAGS = "-O3 -std=c++20 -fopenmp -fno-math-errno -fno-trapping-math -march=native"
+
+
 def build_native_probe(tmp_path_factory, source: str):
-    """Compile tests/native/<source> into a shared library with the extension's own flags (setup.py), so
-    the vectorized code paths of the headers are the ones tested, and load it with ctypes."""
+    """Compile tests/native/<source> into a shared library with the flags the extension was built with
+    (recorded in its build info; setup.py's defaults when it is not built), so the vectorized code paths
+    of the headers are the ones the kernels run, and load it with ctypes."""
     import ctypes
     import os
     import shutil
     import subprocess
 
+    from gencore import _native
+
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
         pytest.skip(f"no C++ compiler to build {source}")
+    flags = (_native.build_info.get("cxx_flags") or DEFAULT_CXX_FLAGS).split()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path_factory.mktemp("probe") / (os.path.splitext(source)[0] + ".so")
-    subprocess.run([cxx, "-O3", "-std=c++20", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-march=native",
-                    "-shared", "-fPIC", f"-I{root}/csrc", f"{root}/tests/native/{source}", "-o", str(out)], check=True)
+    subprocess.run([cxx, *flags, "-shared", "-fPIC", f"-I{root}/csrc", f"{root}/tests/native/{source}", "-o", str(out)],
+                   check=True)
     return ctypes.CDLL(str(out))
+
+
+def c_ptr(t: torch.Tensor):
+    """A tensor's data pointer for a ctypes call into a native probe."""
+    import ctypes
+
+    return ctypes.c_void_p(t.data_ptr())

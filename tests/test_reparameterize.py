@@ -12,7 +12,7 @@ from gencore.nn import Reparameterize, ReparameterizeKL
 from gencore.ops import (kl_normal_reference, philox_normal_reference, reparameterize, reparameterize_kl,
                          reparameterize_kl_with_seed, reparameterize_reference, reparameterize_with_seed)
 from gencore.ops.reparameterize import philox_randint4x_reference
-from helpers import assert_close, backend_device_params, build_native_probe, skip_unless_runs
+from helpers import assert_close, backend_device_params, build_native_probe, c_ptr, skip_unless_runs
 
 REDUCTIONS = ["none", "sum", "mean", "batchmean"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
@@ -38,10 +38,6 @@ def probe(tmp_path_factory):
     return build_native_probe(tmp_path_factory, "philox_probe.cpp")
 
 
-def _p(t):
-    return ctypes.c_void_p(t.data_ptr())
-
-
 def test_header_philox_known_answers(probe):
     # Random123 kat_vectors for philox4x32_10 (counter, key) -> output.
     cases = [([0, 0, 0, 0], [0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
@@ -61,12 +57,12 @@ def test_header_philox_known_answers(probe):
 def test_header_integers_equal_reference(probe, seed):
     counters = torch.cat([torch.arange(0, 300), torch.tensor([2**32 - 1, 2**32, 2**40 + 3, 2**60])]).to(torch.int64)
     out = torch.empty(counters.numel() * 4, dtype=torch.int32)
-    probe.probe_randint4x(ctypes.c_uint64(seed % 2**64), _p(counters), _p(out), ctypes.c_int64(counters.numel()))
+    probe.probe_randint4x(ctypes.c_uint64(seed % 2**64), c_ptr(counters), c_ptr(out), ctypes.c_int64(counters.numel()))
     got = out.view(-1, 4).to(torch.int64) & 0xFFFFFFFF
     ref = torch.stack(philox_randint4x_reference(seed, counters), dim=1)
     assert torch.equal(got, ref)
     normals = torch.empty(counters.numel() * 4, dtype=torch.float32)
-    probe.probe_randn4x(ctypes.c_uint64(seed % 2**64), _p(counters), _p(normals), ctypes.c_int64(counters.numel()))
+    probe.probe_randn4x(ctypes.c_uint64(seed % 2**64), c_ptr(counters), c_ptr(normals), ctypes.c_int64(counters.numel()))
     offsets = counters * 4  # element 4c is lane 0 of counter c
     expected = torch.stack([philox_normal_reference(4, seed, int(o)) for o in offsets]).reshape(-1)
     torch.testing.assert_close(normals, expected, atol=2e-6, rtol=1e-6)
@@ -79,12 +75,12 @@ def test_header_block_generator_equals_per_counter(probe, seed):
     for counter0 in [0, 5, 2**32 - 37, 2**32 - 64, 2**32 - 1, 2**63 + 2**32 - 5]:
         for n in [1, 63, 64, 67, 256, 300]:
             block = torch.empty(4 * n, dtype=torch.float32)
-            probe.probe_randn4x_block(ctypes.c_uint64(seed % 2**64), ctypes.c_uint64(counter0), _p(block),
+            probe.probe_randn4x_block(ctypes.c_uint64(seed % 2**64), ctypes.c_uint64(counter0), c_ptr(block),
                                       ctypes.c_int64(n))
             counters = torch.tensor([(counter0 + j) % 2**64 - (2**64 if (counter0 + j) % 2**64 >= 2**63 else 0)
                                      for j in range(n)], dtype=torch.int64)
             single = torch.empty(4 * n, dtype=torch.float32)
-            probe.probe_randn4x(ctypes.c_uint64(seed % 2**64), _p(counters), _p(single), ctypes.c_int64(n))
+            probe.probe_randn4x(ctypes.c_uint64(seed % 2**64), c_ptr(counters), c_ptr(single), ctypes.c_int64(n))
             assert torch.equal(block, single), (counter0, n)
 
 
@@ -96,11 +92,11 @@ def test_unchecked_transcendentals_on_box_muller_domain(probe):
     u = torch.cat([torch.rand(1 << 16, generator=g).clamp_min(1e-7), torch.tensor([1e-7, 1.0, 0.5, 1 - 2**-24])])
     th = torch.cat([torch.rand(1 << 16, generator=g) * 6.2831855, torch.tensor([0.0, 6.2831855, 3.1415927])])
     out = torch.empty_like(u)
-    probe.probe_log_unchecked(_p(u), _p(out), ctypes.c_int64(u.numel()))
+    probe.probe_log_unchecked(c_ptr(u), c_ptr(out), ctypes.c_int64(u.numel()))
     exact = torch.log(u.double())
     assert _ulp_error(out[exact != 0], exact[exact != 0]).max() <= 1.0 and out[u == 1.0].eq(0).all()
     s, c = torch.empty_like(th), torch.empty_like(th)
-    probe.probe_sincos_unchecked(_p(th), _p(s), _p(c), ctypes.c_int64(th.numel()))
+    probe.probe_sincos_unchecked(c_ptr(th), c_ptr(s), c_ptr(c), ctypes.c_int64(th.numel()))
     rs, rc = torch.sin(th.double()), torch.cos(th.double())
     assert _ulp_error(s[:-3], rs[:-3]).max() <= 2.0 and _ulp_error(c[:-3], rc[:-3]).max() <= 2.0
     assert (s - rs).abs().max() <= 2 * 2**-24 and (c - rc).abs().max() <= 2 * 2**-24
@@ -117,29 +113,29 @@ def test_vec_math_log_sincos_exp_against_float64(probe):
     x = torch.cat([torch.rand(1 << 16, generator=g) * 4, torch.exp(torch.empty(1 << 16).uniform_(-87, 88, generator=g)),
                    torch.tensor([1e-45, 1e-40, 1.17e-38, 1.0, 3.4e38, 1 - 2**-24, 1 + 2**-23])]).float()
     out = torch.empty_like(x)
-    probe.probe_log(_p(x), _p(out), ctypes.c_int64(x.numel()))
+    probe.probe_log(c_ptr(x), c_ptr(out), ctypes.c_int64(x.numel()))
     assert _ulp_error(out, torch.log(x.double())).max() <= 1.0  # measured 0.81
     special = torch.tensor([0.0, -0.0, -1.0, math.inf, -math.inf, math.nan])
     out = torch.empty_like(special)
-    probe.probe_log(_p(special), _p(out), ctypes.c_int64(special.numel()))
+    probe.probe_log(c_ptr(special), c_ptr(out), ctypes.c_int64(special.numel()))
     assert out[0] == -math.inf and out[1] == -math.inf and out[3] == math.inf
     assert torch.isnan(out[[2, 4, 5]]).all()
 
     th = torch.cat([torch.rand(1 << 16, generator=g) * 6.2831855, torch.empty(1 << 16).uniform_(-8192, 8192, generator=g)])
     s, c = torch.empty_like(th), torch.empty_like(th)
-    probe.probe_sincos(_p(th), _p(s), _p(c), ctypes.c_int64(th.numel()))
+    probe.probe_sincos(c_ptr(th), c_ptr(s), c_ptr(c), ctypes.c_int64(th.numel()))
     rs, rc = torch.sin(th.double()), torch.cos(th.double())
     box = slice(0, 1 << 16)  # Box-Muller's range [0, 2 pi): a few ulp of the result
     assert _ulp_error(s[box], rs[box]).max() <= 2.0 and _ulp_error(c[box], rc[box]).max() <= 2.0  # measured 1.5
     assert (s - rs).abs().max() <= 2 * 2**-24 and (c - rc).abs().max() <= 2 * 2**-24  # absolute, |x| <= 8192
     special = torch.tensor([math.inf, -math.inf, math.nan, 1e30])
     s, c = torch.empty_like(special), torch.empty_like(special)
-    probe.probe_sincos(_p(special), _p(s), _p(c), ctypes.c_int64(4))
+    probe.probe_sincos(c_ptr(special), c_ptr(s), c_ptr(c), ctypes.c_int64(4))
     assert torch.isnan(s[:3]).all() and torch.isnan(c[:3]).all() and s[3].abs() <= 1 and c[3].abs() <= 1
 
     x = torch.empty(1 << 16).uniform_(-87, 88, generator=g)
     out = torch.empty_like(x)
-    probe.probe_exp(_p(x), _p(out), ctypes.c_int64(x.numel()))
+    probe.probe_exp(c_ptr(x), c_ptr(out), ctypes.c_int64(x.numel()))
     assert _ulp_error(out, torch.exp(x.double())).max() <= 2.0
 
 

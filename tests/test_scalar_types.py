@@ -7,16 +7,12 @@ import ctypes
 import pytest
 import torch
 
-from helpers import build_native_probe
+from helpers import build_native_probe, c_ptr
 
 
 @pytest.fixture(scope="module")
 def probe(tmp_path_factory):
     return build_native_probe(tmp_path_factory, "scalar_types_probe.cpp")
-
-
-def _p(t):
-    return ctypes.c_void_p(t.data_ptr())
 
 
 def _all_patterns():
@@ -39,7 +35,7 @@ def _float_cases():
 def test_16bit_to_float_is_exact_for_every_pattern(probe, kind, dtype):
     src = _all_patterns().contiguous()
     out = torch.empty(src.numel(), dtype=torch.float32)
-    getattr(probe, f"probe_{kind}_to_float")(_p(src), _p(out), ctypes.c_int64(src.numel()))
+    getattr(probe, f"probe_{kind}_to_float")(c_ptr(src), c_ptr(out), ctypes.c_int64(src.numel()))
     expected = src.view(dtype).float()
     nan = torch.isnan(expected)
     assert torch.equal(torch.isnan(out), nan)
@@ -50,7 +46,7 @@ def test_16bit_to_float_is_exact_for_every_pattern(probe, kind, dtype):
 def test_float_to_16bit_rounds_like_torch(probe, kind, dtype):
     src = _float_cases()
     out = torch.empty(src.numel(), dtype=torch.int16)
-    getattr(probe, f"probe_float_to_{kind}")(_p(src), _p(out), ctypes.c_int64(src.numel()))
+    getattr(probe, f"probe_float_to_{kind}")(c_ptr(src), c_ptr(out), ctypes.c_int64(src.numel()))
     expected = src.to(dtype)
     got = out.view(dtype)
     nan = torch.isnan(expected)
