@@ -13,11 +13,20 @@ run (speedup_vs_eager, speedup_vs_compile, memory_vs_eager) and its fraction of 
 Cases are told apart by every extra_info field except the measured ones (`MEASURED_FIELDS`), so an op
 file that adds a field such as negative_slope gets separate rows without any change here or in the report.
 
+Allocator: glibc malloc serves every CPU allocation of 32 MB or more with a fresh mmap and unmaps it on
+free, so each call would page-fault its large outputs in again (an empty+copy of 32 MB costs 3x a copy
+into an existing buffer) and the timings would show the kernel's page faults rather than its work.
+tcmalloc and jemalloc keep freed memory; at start the benchmarks tell glibc to do the same (mallopt: no
+mmap, no trimming), for every provider alike. GENCORE_BENCH_MALLOC=system keeps glibc's defaults.
+extra_info["allocator"] says which ran.
+
 Quick mode (GENCORE_BENCH_QUICK=1 or --quick) runs 5 to 50 rounds (of as many calls as fill about 2 ms) and
 op files skip their largest sizes; the whole suite then finishes in a few minutes on a 2-core CPU.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import platform
 import time
@@ -31,6 +40,25 @@ from benchmarks.results import MEASURED_FIELDS, add_ratios, case_key  # noqa: F4
 from gencore.info import _tcmalloc_active
 
 _copy_cache: dict = {}
+
+
+def _set_up_allocator() -> str:
+    """Makes glibc malloc keep freed memory (see the module docstring); returns the allocator's name."""
+    if _tcmalloc_active():
+        return "tcmalloc"
+    if os.environ.get("GENCORE_BENCH_MALLOC", "") == "system" or platform.system() != "Linux":
+        return "system malloc"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        if libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1:
+            return "glibc malloc, freed memory kept (mallopt)"
+    except (OSError, AttributeError):
+        pass
+    return "system malloc"
+
+
+ALLOCATOR = _set_up_allocator()
 
 # torch.compile baselines are compiled per shape, as a user with fixed shapes gets them: without this,
 # the second shape a compiled function sees makes dynamo recompile it for dynamic shapes (slower code,
@@ -127,7 +155,7 @@ def run_benchmark(benchmark, fn, *, op, shape, dtype, mode, provider, device, nb
         "op": op, "shape": list(shape), "dtype": str(dtype).replace("torch.", ""), "mode": mode,
         "provider": provider, "device": device, "bytes": None if nbytes is None else int(nbytes),
         "copy_gbps": round(copy_bandwidth_gbps(nbytes or (64 << 20), device), 2),
-        "allocator": "tcmalloc" if _tcmalloc_active() else "system",
+        "allocator": ALLOCATOR,
         "threads": torch.get_num_threads(),
     }
     info.update(extra or {})
@@ -167,7 +195,7 @@ def machine_description() -> dict:
         "cpu": cpu_model, "cpu_flags": simd, "logical_cpus": os.cpu_count(), "memory_gib": mem_gib,
         "torch": torch.__version__, "torch_cuda": torch.version.cuda, "torch_threads": torch.get_num_threads(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "allocator": "tcmalloc" if _tcmalloc_active() else "system malloc",
+        "allocator": ALLOCATOR,
         "gencore_backends": {d: gencore.available_backends(d) for d in devices()},
         "quick": os.environ.get("GENCORE_BENCH_QUICK", "") == "1",
         "gpus": [],

@@ -4,10 +4,10 @@ the same, at the DCGAN discriminator's shapes, plus activation memory of a DCGAN
 Every timing carries extra_info (benchmarks/conftest.py) with `bytes` = what the op must move at minimum
 (forward: read x, write y; forward+backward: that plus read dy and x, write dx) and `floor_ms`, the time
 three passes over x take at this machine's copy bandwidth (the forward target is within 1.5x of it).
-Compare providers as ratios inside one run. Fresh large outputs pay page faults under glibc malloc
-(every tensor >= 32 MB is a new mmap); running with an allocator that reuses memory
-(tcmalloc via LD_PRELOAD, or GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=4294967295)
-shows the kernels rather than the allocator. extra_info["allocator"] says which one ran.
+Compare providers as ratios inside one run. Fresh large outputs would pay page faults under glibc's
+default malloc (every tensor >= 32 MB is a new mmap); benchmarks/conftest.py makes the allocator keep
+freed memory, as tcmalloc does (GENCORE_BENCH_MALLOC=system to time the page faults too).
+extra_info["allocator"] says which one ran.
 """
 import pytest
 import torch

@@ -514,6 +514,50 @@ def test_large_channel_slice_cpu():
     check_step(ref, fused, random_input(shape, torch.float32, "cpu", 0), torch.float32, "large slice")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cpu_streaming_stores_are_exact(dtype):
+    """Outputs above the streaming threshold are written through an L1 buffer with non-temporal stores
+    (csrc/cpu/stream_store.h). Forcing that path on must change no bit of any output, in every schedule:
+    few channels (chunked), many channels (cached groups), many short (sample, channel) runs, runs that
+    are not a multiple of 64 bytes (unaligned line heads and tails) and runs longer than one L1 buffer."""
+    skip_unless_op_runs("cpu", "cpu")
+    from gencore import _native
+    op = torch.ops.gencore
+    shapes = [(3, 5, 7, 9), (3, 2, 120, 100), (70, 4, 3, 3), (2, 40, 5, 3), (5, 33, 31, 37)]
+    default = _native.module.stream_min_bytes()
+    assert default > 0
+
+    def run_all(x, g, w, b, rm, rv):
+        out = []
+        for training in (True, False):
+            y, mean, var = op.batch_norm_leaky_relu_forward(x, w, b, rm, rv, training, 1e-5, 0.2)
+            out += [y, mean, var, *op.batch_norm_leaky_relu_backward(g, x, w, b, mean, var, training, 1e-5, 0.2)]
+            xi = x.clone()
+            mean_i, var_i = op.batch_norm_leaky_relu_forward_inplace(xi, w, b, rm, rv, training, 1e-5, 0.2)
+            out += [xi, mean_i, var_i,
+                    *op.batch_norm_leaky_relu_backward_from_output(g, xi, w, b, mean_i, var_i, training, 1e-5, 0.2)]
+        return out
+
+    try:
+        for shape in shapes:
+            c = shape[1]
+            x = random_input(shape, dtype, "cpu", 0)
+            g = random_input(shape, dtype, "cpu", 1)
+            pdt = torch.float64 if dtype == torch.float64 else torch.float32
+            w, b = torch.rand(c, dtype=pdt) + 0.5, torch.randn(c, dtype=pdt)
+            rm, rv = torch.randn(c, dtype=pdt), torch.rand(c, dtype=pdt) + 0.5
+            _native.module.set_stream_min_bytes(1 << 62)
+            cached = run_all(x, g, w, b, rm, rv)
+            _native.module.set_stream_min_bytes(0)
+            assert _native.module.stream_min_bytes() == 0
+            streamed = run_all(x, g, w, b, rm, rv)
+            for i, (a, e) in enumerate(zip(streamed, cached)):
+                assert torch.equal(a, e), f"{dtype} {shape}: output {i} differs with streaming stores"
+    finally:
+        _native.module.set_stream_min_bytes(-1)
+    assert _native.module.stream_min_bytes() == default
+
+
 @pytest.mark.parametrize("backend", ["torch", "cpu", "triton"])
 def test_bad_input(backend):
     skip_unless_op_runs(backend, "cpu")

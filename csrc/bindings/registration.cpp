@@ -1,9 +1,12 @@
 // The one place where gencore's operator schemas are defined (torch.ops.gencore.*), plus the small
-// pybind11 module that reports how this extension was built. Kernels are registered per device in
-// <op>_cpu.cpp / <op>_cuda.cpp; fake (meta) kernels from Python; autograd in autograd.cpp for the
-// elementwise ops (kl_normal, reparameterize*) and from Python for batch_norm_leaky_relu.
+// pybind11 module that reports how this extension was built and holds the CPU streaming-store threshold.
+// Kernels are registered per device in <op>_cpu.cpp / <op>_cuda.cpp; fake (meta) kernels from Python;
+// autograd in autograd.cpp for the elementwise ops (kl_normal, reparameterize*) and from Python for
+// batch_norm_leaky_relu.
 #include <torch/extension.h>
 #include <torch/library.h>
+
+#include "cpu/stream_store.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -89,4 +92,8 @@ pybind11::dict build_info() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gencore native kernels (operators live in torch.ops.gencore)";
   m.def("build_info", &build_info, "How this extension was built: SIMD level, OpenMP, CUDA, flags.");
+  m.def("stream_min_bytes", &gencore::cpu::stream_min_bytes,
+        "CPU kernels write outputs of at least this many bytes with streaming stores (csrc/cpu/stream_store.h).");
+  m.def("set_stream_min_bytes", &gencore::cpu::set_stream_min_bytes, pybind11::arg("bytes"),
+        "Overrides that threshold for this process (0: always stream); a negative value restores the default.");
 }

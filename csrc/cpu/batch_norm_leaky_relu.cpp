@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "cpu/kernels.h"
+#include "cpu/stream_store.h"
 
 namespace gencore::cpu {
 
@@ -132,7 +133,8 @@ struct Affine {
 
 template <typename S>
 void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias, compute_t<S>* mean,
-                 compute_t<S>* var, int64_t n, int64_t c, int64_t s, bool training, double eps, double slope) {
+                 compute_t<S>* var, int64_t n, int64_t c, int64_t s, bool training, double eps, double slope,
+                 bool stream) {
   using C = compute_t<S>;
   const int64_t m = n * s;
   const C sl = static_cast<C>(slope);
@@ -159,9 +161,12 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t ch = c0; ch < c1; ++ch) {
           const int64_t off = (i * c + ch) * s;
-          normalize_run(x + off, y + off, s, aff.alpha[ch], aff.beta[ch], sl, relu);
+          write_run(y + off, s, stream, [&](S* out, int64_t j, int64_t len) {
+            normalize_run(x + off + j, out, len, aff.alpha[ch], aff.beta[ch], sl, relu);
+          });
         }
       }
+      if (stream) stream_fence();
     }
     return;
   }
@@ -190,10 +195,16 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
   for (int64_t ch = 0; ch < c; ++ch) aff.set(ch, weight, bias, mean[ch], var[ch], eps);
   if (n * c >= kMaxTasks) {
     // Enough (sample, channel) runs: normalize them in memory order (short runs stay prefetch-friendly).
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n * c; ++r) {
-      const int64_t ch = r % c;
-      normalize_run(x + r * s, y + r * s, s, aff.alpha[ch], aff.beta[ch], sl, relu);
+#pragma omp parallel
+    {
+#pragma omp for schedule(static) nowait
+      for (int64_t r = 0; r < n * c; ++r) {
+        const int64_t ch = r % c;
+        write_run(y + r * s, s, stream, [&](S* out, int64_t j, int64_t len) {
+          normalize_run(x + r * s + j, out, len, aff.alpha[ch], aff.beta[ch], sl, relu);
+        });
+      }
+      if (stream) stream_fence();
     }
     return;
   }
@@ -201,8 +212,12 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t ch = t / chunks, q = t % chunks;
     const C a = aff.alpha[ch], b = aff.beta[ch];
-    for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks,
-                 [&](int64_t off, int64_t len) { normalize_run(x + off, y + off, len, a, b, sl, relu); });
+    for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks, [&](int64_t off, int64_t len) {
+      write_run(y + off, len, stream, [&](S* out, int64_t j, int64_t count) {
+        normalize_run(x + off + j, out, count, a, b, sl, relu);
+      });
+    });
+    if (stream) stream_fence();
   }
 }
 
@@ -394,7 +409,7 @@ template <typename S, int Mode>
 void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
                   const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
                   compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s, bool training, double eps,
-                  double slope) {
+                  double slope, bool stream) {
   using C = compute_t<S>;
   const int64_t m = n * s;
   const C sl = static_cast<C>(slope);
@@ -421,10 +436,13 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t ch = c0; ch < c1; ++ch) {
           const int64_t off = (i * c + ch) * s;
-          bwd_dx_run<S, Mode>(dy + off, in + off, dx + off, s, k.a[ch], k.b[ch], k.center[ch], k.k2[ch], k.k0[ch],
-                              sl, isl);
+          write_run(dx + off, s, stream, [&](S* out, int64_t j, int64_t len) {
+            bwd_dx_run<S, Mode>(dy + off + j, in + off + j, out, len, k.a[ch], k.b[ch], k.center[ch], k.k2[ch],
+                                k.k0[ch], sl, isl);
+          });
         }
       }
+      if (stream) stream_fence();
     }
     return;
   }
@@ -459,8 +477,11 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
     const int64_t ch = t / chunks, q = t % chunks;
     const C a = k.a[ch], b = k.b[ch], center = k.center[ch], k2 = k.k2[ch], k0 = k.k0[ch];
     for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks, [&](int64_t off, int64_t len) {
-      bwd_dx_run<S, Mode>(dy + off, in + off, dx + off, len, a, b, center, k2, k0, sl, isl);
+      write_run(dx + off, len, stream, [&](S* out, int64_t j, int64_t count) {
+        bwd_dx_run<S, Mode>(dy + off + j, in + off + j, out, count, a, b, center, k2, k0, sl, isl);
+      });
     });
+    if (stream) stream_fence();
   }
 }
 
@@ -560,7 +581,8 @@ void batch_norm_leaky_relu_forward(const S* x, S* y, const compute_t<S>* weight,
   if (channels_last) {
     forward_nsc(x, y, weight, bias, mean, var, n, c, s, training, eps, slope);
   } else {
-    forward_ncs(x, y, weight, bias, mean, var, n, c, s, training, eps, slope);
+    forward_ncs(x, y, weight, bias, mean, var, n, c, s, training, eps, slope,
+                stream_output(n * c * s * static_cast<int64_t>(sizeof(S))));
   }
 }
 
@@ -582,7 +604,8 @@ void batch_norm_leaky_relu_backward(const S* dy, const S* in, bool from_output, 
     if (channels_last) {
       backward_nsc<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
     } else {
-      backward_ncs<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
+      backward_ncs<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope,
+                         stream_output(n * c * s * static_cast<int64_t>(sizeof(S))));
     }
   };
   if (mode == kFromOutput) {
