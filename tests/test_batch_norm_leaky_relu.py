@@ -16,10 +16,12 @@ from gencore.ops.batch_norm_leaky_relu import SUPPORTED
 from helpers import TOLERANCES, assert_close, backend_device_params, skip_unless_runs
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# Odd shapes: C = 1, H*W = 1 with N > 1, (N, C) and (N, C, L) and 5-D input, non-powers of two, and a
-# channel with N*H*W = 24200 values (more than one CPU chunk or any Triton block).
+# Odd shapes: C = 1, H*W = 1 with N > 1, (N, C) and (N, C, L) and 5-D input, non-powers of two, a
+# channel with N*H*W = 24200 values (more than one CPU chunk or any Triton block), and (40, 50, 7, 9):
+# the CPU's cached schedule with short runs as spans of 3 channels (a last group of 2, 63-value runs
+# that start off the 64-byte lines, lane sums flushed after 32 of the 40 samples and at the end).
 SHAPES = [(3, 5, 7, 9), (5, 1, 9, 11), (7, 6, 1, 1), (9, 4), (4, 6, 13), (2, 3, 3, 4, 5), (2, 3, 110, 110),
-          (4, 40, 5, 3)]
+          (4, 40, 5, 3), (40, 50, 7, 9)]
 BN = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 FUSED = {2: BatchNormLeakyReLU1d, 3: BatchNormLeakyReLU1d, 4: BatchNormLeakyReLU2d, 5: BatchNormLeakyReLU3d}
 
@@ -110,7 +112,7 @@ def check_step(ref, fused, x, dtype, what, train=True):
 def test_matches_batchnorm_and_activation(backend, device, dtype, shape, layout, slope):
     skip_unless_op_runs(backend, device)
     interpreter = backend == "triton" and device == "cpu"
-    if interpreter and (dtype in (torch.float16, torch.float64) or shape[2:] == (110, 110)
+    if interpreter and (dtype in (torch.float16, torch.float64) or shape[2:] == (110, 110) or shape[0] == 40
                         or (slope == 0 and dtype != torch.float32)):
         pytest.skip("keep Triton interpreter runs short")
     if layout == "channels_last" and len(shape) == 2:
@@ -220,6 +222,12 @@ def test_gradcheck_float64(backend, device, training):
 
     assert torch.autograd.gradcheck(f, (x, w, b))
     assert torch.autograd.gradcheck(f_inplace, (x, w, b))
+    if backend == "cpu" and training:
+        # 16 samples x 32 channels of 3 values: the CPU's span schedule (groups of 2 channels).
+        x = (torch.randn(16, 32, 3, generator=g, dtype=torch.float64) * 2).requires_grad_()
+        w = torch.randn(32, generator=g, dtype=torch.float64).requires_grad_()
+        b = torch.randn(32, generator=g, dtype=torch.float64).requires_grad_()
+        assert torch.autograd.gradcheck(f, (x, w, b))
 
 
 def opcheck_samples(device):
@@ -518,12 +526,14 @@ def test_large_channel_slice_cpu():
 def test_cpu_streaming_stores_are_exact(dtype):
     """Outputs above the streaming threshold are written through an L1 buffer with non-temporal stores
     (csrc/cpu/stream_store.h). Forcing that path on must change no bit of any output, in every schedule:
-    few channels (chunked), many channels (cached groups), many short (sample, channel) runs, runs that
-    are not a multiple of 64 bytes (unaligned line heads and tails) and runs longer than one L1 buffer."""
+    few channels (chunked), many channels (cached groups, as runs or as spans of short runs), many short
+    (sample, channel) runs, runs that are not a multiple of 64 bytes (unaligned line heads and tails) and
+    runs or spans longer than one L1 buffer."""
     skip_unless_op_runs("cpu", "cpu")
     from gencore import _native
     op = torch.ops.gencore
-    shapes = [(3, 5, 7, 9), (3, 2, 120, 100), (70, 4, 3, 3), (2, 40, 5, 3), (5, 33, 31, 37)]
+    shapes = [(3, 5, 7, 9), (3, 2, 120, 100), (70, 4, 3, 3), (2, 40, 5, 3), (5, 33, 31, 37), (40, 50, 7, 9),
+              (17, 64, 11, 11)]
     default = _native.module.stream_min_bytes()
     assert default > 0
 

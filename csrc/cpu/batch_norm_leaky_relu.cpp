@@ -71,7 +71,14 @@ inline void for_each_run(int64_t c, int64_t s, int64_t ch, int64_t j0, int64_t j
 // The per-run loops are separate functions: inlined into the OpenMP bodies, GCC 12 stops recognizing
 // the 16-bit struct accesses of float16 as consecutive and leaves those loops scalar (measured 5x
 // slower than bfloat16); a call per run (>= 64 values) costs nothing measurable for the other types.
+// With AVX-512 they use 512-bit vectors: GCC's default for -march=sapphirerapids and similar is 256-bit,
+// and the 16-bit conversions of bfloat16 / float16 are enough instructions per value that the loops
+// are compute-bound (512-bit: about 25% faster for bfloat16 at 64x128x32x32, measured 2026-11-28).
+#if defined(__AVX512F__) && defined(__GNUC__) && !defined(__clang__)
+#define GENCORE_RUN_LOOP __attribute__((noinline, target("prefer-vector-width=512")))
+#else
 #define GENCORE_RUN_LOOP __attribute__((noinline))
+#endif
 
 // The activation. slope == 0 is ReLU exactly: relu(-inf) = 0 and relu(NaN) = NaN (v * 0 would differ).
 template <typename C>
@@ -117,6 +124,68 @@ inline void finish_stats(double shift, double s1, double s2, int64_t m, C& mean,
   var = static_cast<C>(v < 0 ? 0.0 : v);
 }
 
+// ---- short runs (s < kMinSpan) in the cached schedule -------------------------------------------------
+// A group's k channels of one sample are one contiguous span of k * s values. Instead of k runs of s
+// values (each with its own loop prologue, tail and horizontal sum: at s = 64 that overhead cost as much
+// as the work), one vector loop covers the span, with every per-channel constant expanded to one value
+// per span position (spread) and the sums kept per position across samples (lane accumulators), added
+// into each channel's double sums every kBlock / s samples (flush_span).
+
+// Spans replace runs when runs are short and there are enough samples to pay for setting up the spread
+// constants and accumulators (a few passes over one span: about a quarter of the work at 16 samples).
+constexpr int64_t kSpanMinSamples = 16;
+inline bool use_spans(int64_t n, int64_t s) { return s < kMinSpan && n >= kSpanMinSamples; }
+
+// out[j] = v[j / s] for j < k * s.
+template <typename C>
+void spread(const C* v, int64_t k, int64_t s, C* out) {
+  for (int64_t ch = 0; ch < k; ++ch) std::fill(out + ch * s, out + (ch + 1) * s, v[ch]);
+}
+
+// Adds each channel's s accumulators of e1 / e2 into s1[ch] / s2[ch] (a SIMD sum per channel, as
+// shifted_sums adds a block) and clears them.
+template <typename C>
+GENCORE_RUN_LOOP void flush_span(C* e1, C* e2, int64_t k, int64_t s, double* s1, double* s2) {
+  for (int64_t ch = 0; ch < k; ++ch) {
+    C a1 = 0, a2 = 0;
+#pragma omp simd reduction(+ : a1, a2)
+    for (int64_t j = ch * s; j < (ch + 1) * s; ++j) {
+      a1 += e1[j];
+      a2 += e2[j];
+      e1[j] = C(0);
+      e2[j] = C(0);
+    }
+    s1[ch] += static_cast<double>(a1);
+    s2[ch] += static_cast<double>(a2);
+  }
+}
+
+// Samples per flush_span: every channel's float partial sums cover at most kBlock values, as in
+// shifted_sums (s < kMinSpan <= kBlock).
+inline int64_t span_flush_samples(int64_t s) { return std::max<int64_t>(1, kBlock / s); }
+
+// Loops with one constant per lane (position): a channels-last row (lane = channel) or a span (lane = a
+// position in the group's span, constants spread). Sums of (x - shift) per lane, and the normalization.
+template <typename S>
+GENCORE_RUN_LOOP void lane_sums(const S* row, const compute_t<S>* shift, compute_t<S>* a1, compute_t<S>* a2,
+                                int64_t lanes) {
+  using C = compute_t<S>;
+#pragma omp simd
+  for (int64_t i = 0; i < lanes; ++i) {
+    const C d = load(row[i]) - shift[i];
+    a1[i] += d;
+    a2[i] += d * d;
+  }
+}
+
+template <typename S>
+GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a, const compute_t<S>* b,
+                                     int64_t lanes, compute_t<S> slope, bool relu) {
+  using C = compute_t<S>;
+#pragma omp simd
+  for (int64_t i = 0; i < lanes; ++i) out[i] = store<S>(activate<C>(load(row[i]) * a[i] + b[i], slope, relu));
+}
+
 // y = activate(x * alpha + beta): the per-channel affine form of the normalization.
 template <typename C>
 struct Affine {
@@ -130,6 +199,38 @@ struct Affine {
     beta[ch] = b - mean * alpha[ch];
   }
 };
+
+// The cached schedule's forward for one group [c0, c1) of short runs (s < kMinSpan): statistics from
+// lane accumulators over the group's span, then one normalize loop per sample span.
+template <typename S>
+void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, double* s2, int64_t n, int64_t c,
+                  int64_t s, int64_t c0, int64_t c1, const compute_t<S>* weight, const compute_t<S>* bias,
+                  compute_t<S>* mean, compute_t<S>* var, double eps, compute_t<S> sl, bool relu, bool stream) {
+  using C = compute_t<S>;
+  const int64_t k = c1 - c0, len = k * s;
+  std::vector<C> shift(static_cast<size_t>(k)), a(static_cast<size_t>(len)), b(static_cast<size_t>(len));
+  std::vector<C> e1(static_cast<size_t>(len), C(0)), e2(static_cast<size_t>(len), C(0));
+  for (int64_t ch = c0; ch < c1; ++ch) shift[ch - c0] = load(x[ch * s]);
+  spread(shift.data(), k, s, a.data());  // a holds the spread shifts during the statistics
+  const int64_t flush = span_flush_samples(s);
+  for (int64_t i = 0; i < n; ++i) {
+    lane_sums(x + (i * c + c0) * s, a.data(), e1.data(), e2.data(), len);
+    if ((i + 1) % flush == 0 || i + 1 == n) flush_span(e1.data(), e2.data(), k, s, s1, s2);
+  }
+  for (int64_t ch = c0; ch < c1; ++ch) {
+    finish_stats<C>(shift[ch - c0], s1[ch - c0], s2[ch - c0], n * s, mean[ch], var[ch]);
+    aff.set(ch, weight, bias, mean[ch], var[ch], eps);
+  }
+  spread(aff.alpha.data() + c0, k, s, a.data());
+  spread(aff.beta.data() + c0, k, s, b.data());
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = (i * c + c0) * s;
+    write_run(y + off, len, stream, [&](S* out, int64_t j, int64_t count) {
+      lane_normalize(x + off + j, out, a.data() + j, b.data() + j, count, sl, relu);
+    });
+  }
+  if (stream) stream_fence();
+}
 
 template <typename S>
 void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias, compute_t<S>* mean,
@@ -149,6 +250,11 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
       std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
+      if (use_spans(n, s)) {
+        forward_span(x, y, aff, s1.data(), s2.data(), n, c, s, c0, c1, weight, bias, mean, var, eps, sl, relu,
+                     stream);
+        continue;
+      }
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t ch = c0; ch < c1; ++ch) {
           shifted_sums(x + (i * c + ch) * s, s, load(x[ch * s]), s1[ch - c0], s2[ch - c0]);
@@ -221,27 +327,6 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
   }
 }
 
-// Channels-last rows: per-channel partial sums of (x - shift), and the normalization of one row.
-template <typename S>
-GENCORE_RUN_LOOP void nsc_sums_row(const S* row, const compute_t<S>* shift, compute_t<S>* a1, compute_t<S>* a2,
-                                   int64_t c) {
-  using C = compute_t<S>;
-#pragma omp simd
-  for (int64_t ch = 0; ch < c; ++ch) {
-    const C d = load(row[ch]) - shift[ch];
-    a1[ch] += d;
-    a2[ch] += d * d;
-  }
-}
-
-template <typename S>
-GENCORE_RUN_LOOP void nsc_normalize_row(const S* row, S* out, const compute_t<S>* a, const compute_t<S>* b,
-                                        int64_t c, compute_t<S> slope, bool relu) {
-  using C = compute_t<S>;
-#pragma omp simd
-  for (int64_t ch = 0; ch < c; ++ch) out[ch] = store<S>(activate<C>(load(row[ch]) * a[ch] + b[ch], slope, relu));
-}
-
 template <typename S>
 void forward_nsc(const S* x, S* y, const compute_t<S>* weight, const compute_t<S>* bias, compute_t<S>* mean,
                  compute_t<S>* var, int64_t n, int64_t c, int64_t s, bool training, double eps, double slope) {
@@ -267,7 +352,7 @@ void forward_nsc(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
         const int64_t re = std::min(r1, r + kRowBlock);
         std::fill(f1.begin(), f1.end(), C(0));
         std::fill(f2.begin(), f2.end(), C(0));
-        for (int64_t rr = r; rr < re; ++rr) nsc_sums_row(x + rr * c, k, a1, a2, c);
+        for (int64_t rr = r; rr < re; ++rr) lane_sums(x + rr * c, k, a1, a2, c);
         for (int64_t ch = 0; ch < c; ++ch) {
           d1[ch] += static_cast<double>(a1[ch]);
           d2[ch] += static_cast<double>(a2[ch]);
@@ -291,7 +376,7 @@ void forward_nsc(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t r1 = rows * (t + 1) / tasks;
     for (int64_t r = rows * t / tasks; r < r1; ++r) {
-      nsc_normalize_row(x + r * c, y + r * c, a, b, c, sl, relu);
+      lane_normalize(x + r * c, y + r * c, a, b, c, sl, relu);
     }
   }
 }
@@ -405,6 +490,70 @@ GENCORE_RUN_LOOP void bwd_eval_run(const S* dy, const S* in, S* dx, int64_t len,
   }
 }
 
+// Backward loops with one set of constants per lane (a channels-last row or a span, as lane_sums): both
+// sums per lane (and dx = a * dz in eval mode), then dx.
+template <typename S, int Mode>
+GENCORE_RUN_LOOP void lane_bwd_sums(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
+                                    const compute_t<S>* kc, compute_t<S> slope, compute_t<S> inv_slope,
+                                    compute_t<S>* a1, compute_t<S>* a2, int64_t lanes, bool training) {
+  using C = compute_t<S>;
+#pragma omp simd
+  for (int64_t i = 0; i < lanes; ++i) {
+    C dz, u;
+    grad_pre<C, Mode>(load(g[i]), load(v[i]), ka[i], kb[i], slope, inv_slope, dz, u);
+    a1[i] += dz;
+    a2[i] += dz * (u - kc[i]);
+    if (!training) out[i] = store<S>(ka[i] * dz);
+  }
+}
+
+template <typename S, int Mode>
+GENCORE_RUN_LOOP void lane_bwd_dx(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
+                                  const compute_t<S>* kc, const compute_t<S>* k2, const compute_t<S>* k0,
+                                  compute_t<S> slope, compute_t<S> inv_slope, int64_t lanes) {
+  using C = compute_t<S>;
+#pragma omp simd
+  for (int64_t i = 0; i < lanes; ++i) {
+    C dz, u;
+    grad_pre<C, Mode>(load(g[i]), load(v[i]), ka[i], kb[i], slope, inv_slope, dz, u);
+    out[i] = store<S>(ka[i] * dz - k2[i] * (u - kc[i]) + k0[i]);
+  }
+}
+
+// The cached schedule's backward for one group [c0, c1) of short runs (s < kMinSpan; see forward_span):
+// both sums from lane accumulators over the group's span, then one dx loop per sample span.
+template <typename S, int Mode>
+void backward_span(const S* dy, const S* in, S* dx, BackwardCoef<compute_t<S>>& k, double* s1, double* s2,
+                   int64_t n, int64_t c, int64_t s, int64_t c0, int64_t c1, compute_t<S> sl, compute_t<S> isl,
+                   compute_t<S>* grad_weight, compute_t<S>* grad_bias, bool stream) {
+  using C = compute_t<S>;
+  const int64_t kc = c1 - c0, len = kc * s;
+  const auto spread_of = [&](const std::vector<C>& v) {
+    std::vector<C> out(static_cast<size_t>(len));
+    spread(v.data() + c0, kc, s, out.data());
+    return out;
+  };
+  const std::vector<C> a = spread_of(k.a), b = spread_of(k.b), center = spread_of(k.center);
+  std::vector<C> e1(static_cast<size_t>(len), C(0)), e2(static_cast<size_t>(len), C(0));
+  const int64_t flush = span_flush_samples(s);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = (i * c + c0) * s;
+    lane_bwd_sums<S, Mode>(dy + off, in + off, nullptr, a.data(), b.data(), center.data(), sl, isl, e1.data(), e2.data(),
+                           len, true);
+    if ((i + 1) % flush == 0 || i + 1 == n) flush_span(e1.data(), e2.data(), kc, s, s1, s2);
+  }
+  for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s, true, grad_weight, grad_bias);
+  const std::vector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t off = (i * c + c0) * s;
+    write_run(dx + off, len, stream, [&](S* out, int64_t j, int64_t count) {
+      lane_bwd_dx<S, Mode>(dy + off + j, in + off + j, out, a.data() + j, b.data() + j, center.data() + j,
+                           k2.data() + j, k0.data() + j, sl, isl, count);
+    });
+  }
+  if (stream) stream_fence();
+}
+
 template <typename S, int Mode>
 void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
                   const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
@@ -425,6 +574,11 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
       std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
+      if (use_spans(n, s)) {
+        backward_span<S, Mode>(dy, in, dx, k, s1.data(), s2.data(), n, c, s, c0, c1, sl, isl, grad_weight, grad_bias,
+                               stream);
+        continue;
+      }
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t ch = c0; ch < c1; ++ch) {
           const int64_t off = (i * c + ch) * s;
@@ -485,35 +639,6 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
   }
 }
 
-// Channels-last rows of the backward: both per-channel sums (and dx = a * dz in eval mode), then dx.
-template <typename S, int Mode>
-GENCORE_RUN_LOOP void nsc_bwd_sums_row(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
-                                       const compute_t<S>* kc, compute_t<S> slope, compute_t<S> inv_slope,
-                                       compute_t<S>* a1, compute_t<S>* a2, int64_t c, bool training) {
-  using C = compute_t<S>;
-#pragma omp simd
-  for (int64_t ch = 0; ch < c; ++ch) {
-    C dz, u;
-    grad_pre<C, Mode>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], slope, inv_slope, dz, u);
-    a1[ch] += dz;
-    a2[ch] += dz * (u - kc[ch]);
-    if (!training) out[ch] = store<S>(ka[ch] * dz);
-  }
-}
-
-template <typename S, int Mode>
-GENCORE_RUN_LOOP void nsc_bwd_dx_row(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
-                                     const compute_t<S>* kc, const compute_t<S>* k2, const compute_t<S>* k0,
-                                     compute_t<S> slope, compute_t<S> inv_slope, int64_t c) {
-  using C = compute_t<S>;
-#pragma omp simd
-  for (int64_t ch = 0; ch < c; ++ch) {
-    C dz, u;
-    grad_pre<C, Mode>(load(g[ch]), load(v[ch]), ka[ch], kb[ch], slope, inv_slope, dz, u);
-    out[ch] = store<S>(ka[ch] * dz - k2[ch] * (u - kc[ch]) + k0[ch]);
-  }
-}
-
 template <typename S, int Mode>
 void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const compute_t<S>* bias,
                   const compute_t<S>* mean, const compute_t<S>* var, S* dx, compute_t<S>* grad_weight,
@@ -543,7 +668,7 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
       std::fill(f1.begin(), f1.end(), C(0));
       std::fill(f2.begin(), f2.end(), C(0));
       for (int64_t rr = r; rr < re; ++rr) {
-        nsc_bwd_sums_row<S, Mode>(dy + rr * c, in + rr * c, dx + rr * c, ka, kb, kc, sl, isl, a1, a2, c, training);
+        lane_bwd_sums<S, Mode>(dy + rr * c, in + rr * c, dx + rr * c, ka, kb, kc, sl, isl, a1, a2, c, training);
       }
       for (int64_t ch = 0; ch < c; ++ch) {
         d1[ch] += static_cast<double>(a1[ch]);
@@ -566,7 +691,7 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
   for (int64_t t = 0; t < tasks; ++t) {
     const int64_t r1 = rows * (t + 1) / tasks;
     for (int64_t r = rows * t / tasks; r < r1; ++r) {
-      nsc_bwd_dx_row<S, Mode>(dy + r * c, in + r * c, dx + r * c, ka, kb, kc, k2, k0, sl, isl, c);
+      lane_bwd_dx<S, Mode>(dy + r * c, in + r * c, dx + r * c, ka, kb, kc, k2, k0, sl, isl, c);
     }
   }
 }
