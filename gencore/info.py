@@ -57,6 +57,8 @@ def info() -> dict:
             "loaded": _native.loaded,
             "error": _native.error,
             **_native.build_info,
+            # CPU kernels write outputs of at least this size with streaming stores (GENCORE_STREAM_MIN_BYTES).
+            "stream_min_bytes": _native.module.stream_min_bytes() if _native.loaded else None,
         },
         "gpus": gpus,
         "backends": {name: ("available" if why is None else f"unavailable: {why}") for name, why in status.items()},
@@ -80,6 +82,8 @@ def format_info(data: dict | None = None) -> str:
         lines.append(f"native       built: SIMD {native['simd']}, OpenMP {'on' if native['openmp'] else 'off'} "
                      f"({native['openmp_max_threads']} threads), CUDA kernels {'yes' if native['cuda'] else 'no'}")
         lines.append(f"             compiler {native['compiler']}; flags {native['cxx_flags']}")
+        if native.get("stream_min_bytes") is not None:
+            lines.append(f"             streaming stores for CPU outputs >= {native['stream_min_bytes'] / 2**20:.1f} MiB")
         if native["cuda"]:
             lines.append(f"             CUDA arch list {native['cuda_arch_list']}")
     else:

@@ -498,7 +498,9 @@ def test_nan_propagates_per_channel(backend, device):
 def test_cpu_deterministic_across_thread_counts():
     skip_unless_op_runs("cpu", "cpu")
     x = random_input((3, 2, 120, 100), torch.float32, "cpu", 0)  # few channels: the chunked schedule
-    xs = [x, random_input((8, 40, 30, 30), torch.float32, "cpu", 1)]
+    # ... and many channels: the cached schedule with long runs, and with short runs as spans.
+    xs = [x, random_input((8, 40, 30, 30), torch.float32, "cpu", 1),
+          random_input((40, 64, 9, 9), torch.float32, "cpu", 2)]
     threads = torch.get_num_threads()
     results = []
     try:
