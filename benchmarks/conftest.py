@@ -18,7 +18,8 @@ free, so each call would page-fault its large outputs in again (an empty+copy of
 into an existing buffer) and the timings would show the kernel's page faults rather than its work.
 tcmalloc and jemalloc keep freed memory; at start the benchmarks tell glibc to do the same (mallopt: no
 mmap, no trimming), for every provider alike. GENCORE_BENCH_MALLOC=system keeps glibc's defaults.
-extra_info["allocator"] says which ran.
+extra_info["allocator"] says which ran. Because freed memory is kept, rss_growth_bytes depends on what
+ran earlier in the process (it was a lower bound already).
 
 Quick mode (GENCORE_BENCH_QUICK=1 or --quick) runs 5 to 50 rounds (of as many calls as fill about 2 ms) and
 op files skip their largest sizes; the whole suite then finishes in a few minutes on a 2-core CPU.
@@ -46,16 +47,20 @@ def _set_up_allocator() -> str:
     """Makes glibc malloc keep freed memory (see the module docstring); returns the allocator's name."""
     if _tcmalloc_active():
         return "tcmalloc"
+    if "jemalloc" in os.environ.get("LD_PRELOAD", ""):
+        return "jemalloc"
     if os.environ.get("GENCORE_BENCH_MALLOC", "") == "system" or platform.system() != "Linux":
         return "system malloc"
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_trim_threshold, m_mmap_max = -1, -4
-        if libc.mallopt(m_mmap_max, 0) == 1 and libc.mallopt(m_trim_threshold, 2**31 - 1) == 1:
-            return "glibc malloc, freed memory kept (mallopt)"
+        trim_ok = libc.mallopt(m_trim_threshold, 2**31 - 1) == 1
+        mmap_ok = trim_ok and libc.mallopt(m_mmap_max, 0) == 1
     except (OSError, AttributeError):
-        pass
-    return "system malloc"
+        return "system malloc"
+    if mmap_ok:
+        return "glibc malloc, freed memory kept (mallopt)"
+    return "glibc malloc, no trimming (mallopt)" if trim_ok else "system malloc"
 
 
 ALLOCATOR = _set_up_allocator()

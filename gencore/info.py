@@ -58,7 +58,8 @@ def info() -> dict:
             "error": _native.error,
             **_native.build_info,
             # CPU kernels write outputs of at least this size with streaming stores (GENCORE_STREAM_MIN_BYTES).
-            "stream_min_bytes": _native.module.stream_min_bytes() if _native.loaded else None,
+            "stream_min_bytes": (_native.module.stream_min_bytes()
+                                 if _native.loaded and hasattr(_native.module, "stream_min_bytes") else None),
         },
         "gpus": gpus,
         "backends": {name: ("available" if why is None else f"unavailable: {why}") for name, why in status.items()},

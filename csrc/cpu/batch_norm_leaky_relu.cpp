@@ -161,8 +161,9 @@ GENCORE_RUN_LOOP void flush_span(C* e1, C* e2, int64_t k, int64_t s, double* s1,
 }
 
 // Samples per flush_span: every channel's float partial sums cover at most kBlock values, as in
-// shifted_sums (s < kMinSpan <= kBlock).
-inline int64_t span_flush_samples(int64_t s) { return std::max<int64_t>(1, kBlock / s); }
+// shifted_sums (s < kMinSpan <= kBlock), and no lane adds more than kRowBlock values in float (the
+// depth of the channels-last partial sums; matters for tiny s, e.g. (N, C) input with s = 1).
+inline int64_t span_flush_samples(int64_t s) { return std::clamp<int64_t>(kBlock / s, 1, kRowBlock); }
 
 // Loops with one constant per lane (position): a channels-last row (lane = channel) or a span (lane = a
 // position in the group's span, constants spread). Sums of (x - shift) per lane, and the normalization.

@@ -2,9 +2,6 @@
 #include "cpu/stream_store.h"
 
 #include <unistd.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include <atomic>
 #include <cstdlib>
@@ -44,12 +41,7 @@ int64_t stream_min_bytes() {
   if (set >= 0) return set;
   const int64_t env = environment_bytes();
   if (env >= 0) return env;
-#ifdef _OPENMP
-  const int64_t threads = std::max(1, omp_get_max_threads());
-#else
-  const int64_t threads = 1;
-#endif
-  return last_level_cache_bytes() * 3 / 4 / threads;
+  return last_level_cache_bytes() / 2;
 }
 
 void set_stream_min_bytes(int64_t bytes) { override_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed); }

@@ -5,9 +5,8 @@
 // lines without reading them, and does not evict the inputs from the caches. The kernels compute a
 // run into a small buffer that stays in L1 (with their ordinary vectorized loops, for every storage
 // type) and copy it out with streaming stores: write_run below. Whether to stream is the caller's
-// decision: stream_output(bytes), true for outputs larger than this thread count's share of the
-// last-level cache (glibc's memcpy uses the same kind of threshold), where the consumer would not
-// find the output cached anyway.
+// decision: stream_output(bytes), true for outputs of at least half the last-level cache, which could
+// not stay cached next to what the next layer reads and writes anyway.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -19,13 +18,19 @@
 
 namespace gencore::cpu {
 
-// The threshold of stream_output: GENCORE_STREAM_MIN_BYTES from the environment when set (read once),
-// else 3/4 of the last-level cache divided by the OpenMP thread count (32 MiB for the cache when the
-// system does not say). set_stream_min_bytes overrides it for the process (tests, tuning); a negative
-// value restores the default.
+// The threshold of stream_output: GENCORE_STREAM_MIN_BYTES from the environment when it is a
+// non-negative integer (read once; anything else is ignored), else half the last-level cache (32 MiB
+// for the cache when the system does not say). set_stream_min_bytes overrides it for the process
+// (tests, tuning); a negative value restores the default.
 int64_t stream_min_bytes();
 void set_stream_min_bytes(int64_t bytes);
-inline bool stream_output(int64_t bytes) { return bytes >= stream_min_bytes(); }
+
+#if defined(__AVX512F__) || defined(__AVX__) || defined(__SSE2__)
+constexpr bool kStreamingStores = true;
+#else
+constexpr bool kStreamingStores = false;  // stream_copy would be a plain memcpy: never worth the buffer
+#endif
+inline bool stream_output(int64_t bytes) { return kStreamingStores && bytes >= stream_min_bytes(); }
 
 // Values per L1 buffer of write_run: 2 KiB of float32, a multiple of the 64-byte line for every type.
 constexpr int64_t kStreamChunk = 512;
