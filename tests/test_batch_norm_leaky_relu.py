@@ -495,6 +495,29 @@ def test_nan_propagates_per_channel(backend, device):
     assert torch.isnan(got[:, 2]).all() and not torch.isnan(got[:, [0, 1, 3]]).any()
 
 
+@pytest.mark.parametrize("backend,device", backend_device_params())
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_special_values_match_activation(backend, device, dtype, slope, layout):
+    """Eval mode keeps inf, NaN and signed zeros intact through the affine step, so the activation's
+    edge cases show: relu(-inf) = 0, relu(NaN) = NaN, leaky(-inf) = -inf, both in every layout (the CPU
+    kernels compile ReLU and LeakyReLU as separate loops)."""
+    skip_unless_op_runs(backend, device)
+    if backend == "triton" and device == "cpu" and dtype != torch.float32:
+        pytest.skip("keep Triton interpreter runs short")
+    special = torch.tensor([float("-inf"), float("inf"), float("nan"), -0.0, 0.0, -1e-30, 1e-30, -3.0, 2.5])
+    x = special.repeat(201).reshape(67, 3, 3, 3).to(dtype)  # every channel sees every special value
+    x = to_layout(x, layout).to(device)
+    c = x.shape[1]
+    rm, rv = torch.zeros(c, device=device), torch.ones(c, device=device)
+    got = batch_norm_leaky_relu(x, rm, rv, training=False, negative_slope=slope, backend=backend)
+    pre = torch.nn.functional.batch_norm(x.double().cpu(), rm.double().cpu(), rv.double().cpu(), training=False)
+    want = torch.relu(pre) if slope == 0 else torch.nn.functional.leaky_relu(pre, slope)
+    torch.testing.assert_close(got.cpu().double(), want.to(dtype).double(), equal_nan=True, rtol=1e-2, atol=1e-30)
+    assert torch.equal(torch.isnan(got.cpu()), torch.isnan(want)), "NaN positions differ"
+
+
 def test_cpu_deterministic_across_thread_counts():
     skip_unless_op_runs("cpu", "cpu")
     x = random_input((3, 2, 120, 100), torch.float32, "cpu", 0)  # few channels: the chunked schedule
