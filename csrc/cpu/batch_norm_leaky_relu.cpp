@@ -141,7 +141,7 @@ inline void finish_stats(double shift, double s1, double s2, int64_t m, C& mean,
 // values (each with its own loop prologue, tail and horizontal sum: at s = 64 that overhead cost as much
 // as the work), one vector loop covers the span, with every per-channel constant expanded to one value
 // per span position (spread) and the sums kept per position across samples (lane accumulators), added
-// into each channel's double sums every kBlock / s samples (flush_span).
+// into each channel's double sums every few samples (span_sums_over_samples).
 
 // Spans replace runs when runs are short and there are enough samples to pay for setting up the spread
 // constants and accumulators (a few passes over one span: about a quarter of the work at 16 samples).
@@ -172,10 +172,20 @@ GENCORE_RUN_LOOP void flush_span(C* e1, C* e2, int64_t k, int64_t s, double* s1,
   }
 }
 
-// Samples per flush_span: every channel's float partial sums cover at most kBlock values, as in
-// shifted_sums (s < kMinSpan <= kBlock), and no lane adds more than kRowBlock values in float (the
+// The statistics sweep of a span for all n samples: add(i, e1, e2) adds sample i into the lane
+// accumulators, which flush_span adds into each channel's double sums s1 / s2 after every `flush` samples
+// and after the last. With that cadence every channel's float partial sums cover at most kBlock values,
+// as in shifted_sums (s < kMinSpan <= kBlock), and no lane adds more than kRowBlock values in float (the
 // depth of the channels-last partial sums; matters for tiny s, e.g. (N, C) input with s = 1).
-inline int64_t span_flush_samples(int64_t s) { return std::clamp<int64_t>(kBlock / s, 1, kRowBlock); }
+template <typename C, typename Add>
+void span_sums_over_samples(int64_t n, int64_t k, int64_t s, double* s1, double* s2, Add&& add) {
+  std::vector<C> e1(static_cast<size_t>(k * s), C(0)), e2(static_cast<size_t>(k * s), C(0));
+  const int64_t flush = std::clamp<int64_t>(kBlock / s, 1, kRowBlock);
+  for (int64_t i = 0; i < n; ++i) {
+    add(i, e1.data(), e2.data());
+    if ((i + 1) % flush == 0 || i + 1 == n) flush_span(e1.data(), e2.data(), k, s, s1, s2);
+  }
+}
 
 // Loops with one constant per lane (position): a channels-last row (lane = channel) or a span (lane = a
 // position in the group's span, constants spread). Sums of (x - shift) per lane, and the normalization.
@@ -225,14 +235,11 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
   using C = compute_t<S>;
   const int64_t k = c1 - c0, len = k * s;
   std::vector<C> shift(static_cast<size_t>(k)), a(static_cast<size_t>(len)), b(static_cast<size_t>(len));
-  std::vector<C> e1(static_cast<size_t>(len), C(0)), e2(static_cast<size_t>(len), C(0));
   for (int64_t ch = c0; ch < c1; ++ch) shift[ch - c0] = load(x[ch * s]);
   spread(shift.data(), k, s, a.data());  // a holds the spread shifts during the statistics
-  const int64_t flush = span_flush_samples(s);
-  for (int64_t i = 0; i < n; ++i) {
-    lane_sums(x + (i * c + c0) * s, a.data(), e1.data(), e2.data(), len);
-    if ((i + 1) % flush == 0 || i + 1 == n) flush_span(e1.data(), e2.data(), k, s, s1, s2);
-  }
+  span_sums_over_samples<C>(n, k, s, s1, s2, [&](int64_t i, C* e1, C* e2) {
+    lane_sums(x + (i * c + c0) * s, a.data(), e1, e2, len);
+  });
   for (int64_t ch = c0; ch < c1; ++ch) {
     finish_stats<C>(shift[ch - c0], s1[ch - c0], s2[ch - c0], n * s, mean[ch], var[ch]);
     aff.set(ch, weight, bias, mean[ch], var[ch], eps);
@@ -550,14 +557,10 @@ void backward_span(const S* dy, const S* in, S* dx, BackwardCoef<compute_t<S>>& 
     return out;
   };
   const std::vector<C> a = spread_of(k.a), b = spread_of(k.b), center = spread_of(k.center);
-  std::vector<C> e1(static_cast<size_t>(len), C(0)), e2(static_cast<size_t>(len), C(0));
-  const int64_t flush = span_flush_samples(s);
-  for (int64_t i = 0; i < n; ++i) {
+  span_sums_over_samples<C>(n, kc, s, s1, s2, [&](int64_t i, C* e1, C* e2) {
     const int64_t off = (i * c + c0) * s;
-    lane_bwd_sums<S, Mode>(dy + off, in + off, nullptr, a.data(), b.data(), center.data(), sl, isl, e1.data(), e2.data(),
-                           len, true);
-    if ((i + 1) % flush == 0 || i + 1 == n) flush_span(e1.data(), e2.data(), kc, s, s1, s2);
-  }
+    lane_bwd_sums<S, Mode>(dy + off, in + off, nullptr, a.data(), b.data(), center.data(), sl, isl, e1, e2, len, true);
+  });
   for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s, true, grad_weight, grad_bias);
   const std::vector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
   for (int64_t i = 0; i < n; ++i) {
