@@ -11,6 +11,7 @@
 // double; the variance uses sums shifted by one sample of the channel to avoid cancellation.
 #include <algorithm>
 #include <cmath>
+#include <new>
 #include <type_traits>
 #include <vector>
 
@@ -20,6 +21,25 @@
 namespace gencore::cpu {
 
 namespace {
+
+// Arrays the vector loops read next to the data (per-lane constants, lane accumulators, per-channel
+// coefficients) start on a 64-byte line. With std::vector's 16-byte alignment three of four vector
+// loads straddled two lines, which costs two loads: measured 2026-11-29 in L1, one thread, the span
+// normalize loop took 0.18 ns per value with such arrays and 0.08 ns with aligned ones (dx: 0.40 -> 0.22).
+template <typename T>
+struct LineAllocator {
+  using value_type = T;
+  static constexpr std::align_val_t kLine{64};
+  LineAllocator() = default;
+  template <typename U>
+  LineAllocator(const LineAllocator<U>&) noexcept {}
+  T* allocate(size_t count) { return static_cast<T*>(::operator new(count * sizeof(T), kLine)); }
+  void deallocate(T* p, size_t) noexcept { ::operator delete(p, kLine); }
+  template <typename U>
+  bool operator==(const LineAllocator<U>&) const noexcept { return true; }
+};
+template <typename T>
+using LineVector = std::vector<T, LineAllocator<T>>;
 
 constexpr int64_t kBlock = 2048;            // values per SIMD-lane partial sum
 constexpr int64_t kRowBlock = 256;          // NSC rows per lane partial sum
@@ -179,7 +199,7 @@ GENCORE_RUN_LOOP void flush_span(C* e1, C* e2, int64_t k, int64_t s, double* s1,
 // depth of the channels-last partial sums; matters for tiny s, e.g. (N, C) input with s = 1).
 template <typename C, typename Add>
 void span_sums_over_samples(int64_t n, int64_t k, int64_t s, double* s1, double* s2, Add&& add) {
-  std::vector<C> e1(static_cast<size_t>(k * s), C(0)), e2(static_cast<size_t>(k * s), C(0));
+  LineVector<C> e1(static_cast<size_t>(k * s), C(0)), e2(static_cast<size_t>(k * s), C(0));
   const int64_t flush = std::clamp<int64_t>(kBlock / s, 1, kRowBlock);
   for (int64_t i = 0; i < n; ++i) {
     add(i, e1.data(), e2.data());
@@ -215,7 +235,7 @@ GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a
 // y = activate(x * alpha + beta): the per-channel affine form of the normalization.
 template <typename C>
 struct Affine {
-  std::vector<C> alpha, beta;
+  LineVector<C> alpha, beta;
   explicit Affine(int64_t c) : alpha(static_cast<size_t>(c)), beta(static_cast<size_t>(c)) {}
   void set(int64_t ch, const C* weight, const C* bias, C mean, C var, double eps) {
     const double invstd = 1.0 / std::sqrt(static_cast<double>(var) + eps);
@@ -234,7 +254,7 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
                   compute_t<S>* mean, compute_t<S>* var, double eps, compute_t<S> sl, bool relu, bool stream) {
   using C = compute_t<S>;
   const int64_t k = c1 - c0, len = k * s;
-  std::vector<C> shift(static_cast<size_t>(k)), a(static_cast<size_t>(len)), b(static_cast<size_t>(len));
+  LineVector<C> shift(static_cast<size_t>(k)), a(static_cast<size_t>(len)), b(static_cast<size_t>(len));
   for (int64_t ch = c0; ch < c1; ++ch) shift[ch - c0] = load(x[ch * s]);
   spread(shift.data(), k, s, a.data());  // a holds the spread shifts during the statistics
   span_sums_over_samples<C>(n, k, s, s1, s2, [&](int64_t i, C* e1, C* e2) {
@@ -359,13 +379,13 @@ void forward_nsc(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
   const bool relu = slope == 0;
   const int64_t tasks = row_tasks(rows, c);
   if (training) {
-    std::vector<C> shift(static_cast<size_t>(c));
+    LineVector<C> shift(static_cast<size_t>(c));
     for (int64_t ch = 0; ch < c; ++ch) shift[ch] = load(x[ch]);
     std::vector<double> p1(static_cast<size_t>(tasks * c)), p2(static_cast<size_t>(tasks * c));
     const C* k = shift.data();
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int64_t t = 0; t < tasks; ++t) {
-      std::vector<C> f1(static_cast<size_t>(c)), f2(static_cast<size_t>(c));
+      LineVector<C> f1(static_cast<size_t>(c)), f2(static_cast<size_t>(c));
       C* a1 = f1.data();
       C* a2 = f2.data();
       double* d1 = p1.data() + t * c;
@@ -410,7 +430,7 @@ void forward_nsc(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
 // dx (training) = a * dz - k2 * (u - center) + k0 with k2 = a * uscale * Σdz·x̂ / m, k0 = -a * Σdz / m.
 template <typename C>
 struct BackwardCoef {
-  std::vector<C> a, b, center, uscale, k2, k0;
+  LineVector<C> a, b, center, uscale, k2, k0;
   explicit BackwardCoef(int64_t c)
       : a(c), b(c), center(c), uscale(c), k2(c, C(0)), k0(c, C(0)) {}
   void set(int64_t ch, bool from_output, const C* weight, const C* bias, const C* mean, const C* var, double eps) {
@@ -551,18 +571,18 @@ void backward_span(const S* dy, const S* in, S* dx, BackwardCoef<compute_t<S>>& 
                    compute_t<S>* grad_weight, compute_t<S>* grad_bias, bool stream) {
   using C = compute_t<S>;
   const int64_t kc = c1 - c0, len = kc * s;
-  const auto spread_of = [&](const std::vector<C>& v) {
-    std::vector<C> out(static_cast<size_t>(len));
+  const auto spread_of = [&](const LineVector<C>& v) {
+    LineVector<C> out(static_cast<size_t>(len));
     spread(v.data() + c0, kc, s, out.data());
     return out;
   };
-  const std::vector<C> a = spread_of(k.a), b = spread_of(k.b), center = spread_of(k.center);
+  const LineVector<C> a = spread_of(k.a), b = spread_of(k.b), center = spread_of(k.center);
   span_sums_over_samples<C>(n, kc, s, s1, s2, [&](int64_t i, C* e1, C* e2) {
     const int64_t off = (i * c + c0) * s;
     lane_bwd_sums<S, Mode>(dy + off, in + off, nullptr, a.data(), b.data(), center.data(), sl, isl, e1, e2, len, true);
   });
   for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s, true, grad_weight, grad_bias);
-  const std::vector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
+  const LineVector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t off = (i * c + c0) * s;
     write_run(dx + off, len, stream, [&](S* out, int64_t j, int64_t count) {
@@ -676,7 +696,7 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
   std::vector<double> p1(static_cast<size_t>(tasks * c)), p2(static_cast<size_t>(tasks * c));
 #pragma omp parallel for schedule(static) if (tasks > 1)
   for (int64_t t = 0; t < tasks; ++t) {
-    std::vector<C> f1(static_cast<size_t>(c)), f2(static_cast<size_t>(c));
+    LineVector<C> f1(static_cast<size_t>(c)), f2(static_cast<size_t>(c));
     C* a1 = f1.data();
     C* a2 = f2.data();
     double* d1 = p1.data() + t * c;

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 
@@ -41,7 +42,7 @@ int64_t stream_min_bytes() {
   if (set >= 0) return set;
   const int64_t env = environment_bytes();
   if (env >= 0) return env;
-  return last_level_cache_bytes() / 2;
+  return std::min(last_level_cache_bytes() / 2, kStreamDefaultCapBytes);
 }
 
 void set_stream_min_bytes(int64_t bytes) { override_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed); }

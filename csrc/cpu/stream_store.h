@@ -5,8 +5,8 @@
 // lines without reading them, and does not evict the inputs from the caches. The kernels compute a
 // run into a small buffer that stays in L1 (with their ordinary vectorized loops, for every storage
 // type) and copy it out with streaming stores: write_run below. Whether to stream is the caller's
-// decision: stream_output(bytes), true for outputs of at least half the last-level cache, which could
-// not stay cached next to what the next layer reads and writes anyway.
+// decision: stream_output(bytes), true for outputs too large to stay cached next to what the next layer
+// reads and writes anyway (half the last-level cache, at most 16 MiB: stream_min_bytes).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -20,8 +20,15 @@ namespace gencore::cpu {
 
 // The threshold of stream_output: GENCORE_STREAM_MIN_BYTES from the environment when it is a
 // non-negative integer (read once; anything else is ignored), else half the last-level cache (32 MiB
-// for the cache when the system does not say). set_stream_min_bytes overrides it for the process
-// (tests, tuning); a negative value restores the default.
+// for the cache when the system does not say) but at most kStreamDefaultCapBytes. set_stream_min_bytes
+// overrides it for the process (tests, tuning); a negative value restores the default.
+//
+// The cap: the last-level cache the system reports is shared with every other core of the socket (on
+// a VM, with other tenants), so much less of it holds our data than its size says. Measured 2026-11-29
+// on a 2-vCPU VM with a 105 MB L3 (docs/batch_norm_leaky_relu.md): with the next step reading the
+// output right away, streaming the BatchNorm outputs lost at 4 and 8 MB (8 MB: backward 9 % slower),
+// broke even or won at 16 MB and won at 32 MB.
+constexpr int64_t kStreamDefaultCapBytes = int64_t{16} << 20;
 int64_t stream_min_bytes();
 void set_stream_min_bytes(int64_t bytes);
 

@@ -168,7 +168,9 @@ def _param_grad_dtype(x, weight):
     return weight.dtype if weight is not None else compute_dtype(x.dtype)
 
 
-def _register_fake_and_autograd(ns: str) -> None:
+def _register_fake_and_autograd(ns: str, autograd: bool = True) -> None:
+    """Fake kernels of the four ops of namespace ns, and (autograd=True) the forward's autograd; the native
+    ops' autograd is registered in C++ (csrc/bindings/autograd.cpp), where it costs far less per call."""
     name = f"{ns}::{OP}"
 
     @torch.library.register_fake(f"{name}_forward")
@@ -189,6 +191,8 @@ def _register_fake_and_autograd(ns: str) -> None:
         stats = x.new_empty((x.shape[1],), dtype=compute_dtype(x.dtype))
         return stats, torch.empty_like(stats)
 
+    if not autograd:
+        return
     backward_op = getattr(getattr(torch.ops, ns), f"{OP}_backward")
 
     def setup_context(ctx, inputs, output):
@@ -205,14 +209,13 @@ def _register_fake_and_autograd(ns: str) -> None:
         return dx, dw if ctx.has_weight else None, db if ctx.has_bias else None, None, None, None, None, None
 
     torch.library.register_autograd(f"{name}_forward", backward, setup_context=setup_context)
-    if ns == "gencore_triton":  # the native backward ops refuse double backward in C++ (autograd.cpp)
-        refuse_double_backward(f"{name}_backward")
-        refuse_double_backward(f"{name}_backward_from_output")
+    refuse_double_backward(f"{name}_backward")
+    refuse_double_backward(f"{name}_backward_from_output")
 
 
 _register_fake_and_autograd("gencore_triton")
 if _native.loaded:
-    _register_fake_and_autograd("gencore")
+    _register_fake_and_autograd("gencore", autograd=False)
 
 
 def _has_native_kernel(device_type: str) -> bool:
@@ -448,8 +451,9 @@ def _update_running_stats(running_mean, running_var, mean, var, momentum, per_ch
     # What F.batch_norm does: biased variance normalizes, the unbiased one enters the running average.
     with torch.no_grad():
         unbiased = var * (per_channel / (per_channel - 1))
-        running_mean.lerp_(mean.to(running_mean.dtype), momentum)
-        running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+        if mean.dtype != running_mean.dtype:
+            mean, unbiased = mean.to(running_mean.dtype), unbiased.to(running_var.dtype)
+        torch._foreach_lerp_((running_mean, running_var), (mean, unbiased), momentum)  # one call for both
 
 
 # ---- public op ------------------------------------------------------------------------------------------
