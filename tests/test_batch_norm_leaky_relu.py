@@ -538,6 +538,21 @@ def test_cpu_deterministic_across_thread_counts():
             assert torch.equal(ta, tb)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape", [(23, 48, 8, 8), (19, 40, 20, 30), (7, 32, 32, 33)], ids=str)
+def test_cpu_statistics_rows(shape, dtype):
+    """The CPU statistics sweeps read up to four samples at once (kStatRows in
+    csrc/cpu/batch_norm_leaky_relu.cpp), falling back to two and one for the samples left over and at the
+    flush points of the span schedule: 23 samples of 8x8 spans (flushes every 32 samples: 4 x 5 + 2 + 1),
+    19 samples of 600-value spans (flushes every 3 samples: 2 + 1 per window) and 7 samples of
+    1056-value runs (the cached run schedule: 4 + 2 + 1). A dropped or doubled sample shows in the
+    statistics, the output and every gradient."""
+    skip_unless_op_runs("cpu", "cpu")
+    ref, fused = make_pair(shape, 0.2, "cpu", param_dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    fused.backend = "cpu"
+    check_step(ref, fused, random_input(shape, dtype, "cpu", 3), dtype, f"rows {shape}")
+
+
 def test_large_channel_slice_cpu():
     """C >= 32 with one channel larger than the cached (fused) schedule takes: the two-pass path."""
     skip_unless_op_runs("cpu", "cpu")
