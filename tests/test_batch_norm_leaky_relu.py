@@ -553,6 +553,23 @@ def test_cpu_statistics_rows(shape, dtype):
     check_step(ref, fused, random_input(shape, dtype, "cpu", 3), dtype, f"rows {shape}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("shape,train", [((8, 256, 16, 16), False), ((9, 60, 7, 7), False), ((24, 20, 5, 5), True)],
+                         ids=str)
+def test_cpu_normalize_sample_spans(shape, train, dtype):
+    """The CPU normalize pass outside the cached schedule (eval mode; training with C < 32) normalizes
+    each sample's C*S values as one span when runs are short (normalize_sample_spans): a sample cut into
+    four pieces for the threads (8 samples of 65536 values), an odd span length, and training with
+    few channels (statistics from the chunked pass)."""
+    skip_unless_op_runs("cpu", "cpu")
+    ref, fused = make_pair(shape, 0.2, "cpu")
+    fused.backend = "cpu"
+    if not train:
+        ref.eval()
+        fused.eval()
+    check_step(ref, fused, random_input(shape, dtype, "cpu", 4), dtype, f"sample spans {shape}", train=train)
+
+
 def test_large_channel_slice_cpu():
     """C >= 32 with one channel larger than the cached (fused) schedule takes: the two-pass path."""
     skip_unless_op_runs("cpu", "cpu")
