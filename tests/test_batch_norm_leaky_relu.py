@@ -6,6 +6,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 import gencore
 from gencore.nn import (BatchNormLeakyReLU1d, BatchNormLeakyReLU2d, BatchNormLeakyReLU3d,
@@ -300,6 +301,76 @@ def test_torch_compile_fullgraph(backend, inplace):
     torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "triton"])
+def test_autograd_edge_cases(backend):
+    """The op's autograd (C++ for the native op, Python for the Triton one): the batch statistics do not
+    require grad; weight requiring grad while x does not; weight None with a bias; an in-place change of
+    x after the forward is caught at backward; a backward under compiled autograd (which asserted on
+    outputs marked non-differentiable in a C++ autograd node) matches the eager one."""
+    skip_unless_op_runs(backend, "cpu")
+    if backend == "triton":
+        pytest.importorskip("triton")
+    ops = torch.ops.gencore_triton if backend == "triton" else torch.ops.gencore
+    forward = ops.batch_norm_leaky_relu_forward
+    x = random_input((4, 3, 5, 5), torch.float32, "cpu", 0)
+    w = (torch.rand(3) + 0.5).requires_grad_()
+    b = torch.randn(3).requires_grad_()
+    y, mean, var = forward(x, w, b, None, None, True, 1e-5, 0.2)
+    assert not mean.requires_grad and not var.requires_grad and y.requires_grad
+    dw, db = torch.autograd.grad(y.square().sum(), [w, b])
+    xr = x.double().requires_grad_(False)
+    yr = F.leaky_relu(F.batch_norm(xr, None, None, w.double(), b.double(), True), 0.2)
+    dwr, dbr = torch.autograd.grad(yr.square().sum(), [w, b])
+    torch.testing.assert_close(dw, dwr.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(db, dbr.float(), rtol=1e-4, atol=1e-4)
+    # weight None, bias present: the bias gradient only.
+    xg = x.clone().requires_grad_()
+    y, _, _ = forward(xg, None, b, None, None, True, 1e-5, 0.2)
+    dx, db = torch.autograd.grad(y.sum(), [xg, b])
+    yr = F.leaky_relu(F.batch_norm(xg.double(), None, None, None, b.double(), True), 0.2)
+    dxr, dbr = torch.autograd.grad(yr.sum(), [xg, b])
+    torch.testing.assert_close(dx, dxr.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(db, dbr.float(), rtol=1e-4, atol=1e-4)
+    # x changed in place after the forward: autograd's version check refuses the backward.
+    xg = x.clone().requires_grad_()
+    xi = xg * 1.0
+    y, _, _ = forward(xi, w, b, None, None, True, 1e-5, 0.2)
+    xi.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
+    if backend == "cpu":  # compiled autograd (the Triton interpreter would make this slow)
+        import torch._dynamo.compiled_autograd as compiled_autograd
+        torch._dynamo.reset()
+        grads = []
+        for compiled in (False, True):
+            xg = x.clone().requires_grad_()
+            y, _, _ = forward(xg, w, b, None, None, True, 1e-5, 0.2)
+            if compiled:
+                with compiled_autograd._enable(torch.compile(backend="eager")):
+                    y.square().sum().backward()
+            else:
+                y.square().sum().backward()
+            grads.append(xg.grad)
+        torch.testing.assert_close(grads[1], grads[0])
+
+
+def test_running_stats_of_other_dtypes():
+    """Running statistics whose dtypes differ from the batch statistics' and from each other, and a
+    momentum given as an int, update as F.batch_norm updates them."""
+    skip_unless_op_runs("cpu", "cpu")
+    x = random_input((6, 4, 3, 3), torch.float32, "cpu", 0)
+    for mean_dtype, var_dtype in ((torch.float32, torch.float64), (torch.float64, torch.float32),
+                                  (torch.float64, torch.float64)):
+        for momentum in (0.1, 1):
+            rm, rv = torch.zeros(4, dtype=mean_dtype), torch.ones(4, dtype=var_dtype)
+            rm_ref, rv_ref = rm.double(), rv.double()
+            batch_norm_leaky_relu(x, rm, rv, None, None, True, momentum, 1e-5, 0.2, backend="cpu")
+            F.batch_norm(x.double(), rm_ref, rv_ref, None, None, True, momentum, 1e-5)
+            assert rm.dtype == mean_dtype and rv.dtype == var_dtype
+            torch.testing.assert_close(rm, rm_ref.to(mean_dtype), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(rv, rv_ref.to(var_dtype), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("backend", ["cpu", "torch"])
 def test_autocast_like_batchnorm(backend):
     """Under CPU autocast, BatchNorm keeps its input's dtype (float32 stays float32, a bf16 conv output
@@ -590,8 +661,9 @@ def test_cpu_streaming_stores_are_exact(dtype):
     from gencore import _native
     op = torch.ops.gencore
     # (16, 64, 15, 15): spans of 4 channels x 225 = 900 values, longer than one 512-value buffer.
+    # (9, 40, 33, 31): eval-mode sample spans of 40920 values cut into two pieces off a line boundary.
     shapes = [(3, 5, 7, 9), (3, 2, 120, 100), (70, 4, 3, 3), (2, 40, 5, 3), (5, 33, 31, 37), (40, 50, 7, 9),
-              (17, 64, 11, 11), (16, 64, 15, 15)]
+              (17, 64, 11, 11), (16, 64, 15, 15), (9, 40, 33, 31)]
     default = _native.module.stream_min_bytes()
     assert default >= 0
 

@@ -91,10 +91,12 @@ struct ReparameterizeKl : torch::autograd::Function<ReparameterizeKl> {
 };
 
 // BatchNorm + LeakyReLU: (y, batch mean, biased batch variance). The statistics are not differentiable
-// (the running-statistics update uses them under no_grad); backward reads x and the saved statistics.
-// In C++ for the same reason as the others: torch.library's Python wrapper cost ~100 us per
-// forward+backward (its setup_context path rebuilds the schema's defaults on every call), as much as
-// the whole eager nn.BatchNorm2d + nn.LeakyReLU step on a small batch (measured 2026-11-29).
+// (the running-statistics update uses them): the wrapper returns them detached, and backward ignores
+// their gradients. (Not mark_non_differentiable: PyTorch keeps that list in the node, and compiled
+// autograd then fails an internal assert on every backward through it.) Backward reads x and the saved
+// statistics. In C++ for the same reason as the others: torch.library's Python wrapper cost ~80 us per
+// forward+backward (its setup_context path rebuilds the schema's defaults on every call), about the
+// whole eager nn.BatchNorm2d + nn.LeakyReLU step on a small batch (measured 2026-11-29).
 struct BatchNormLeakyRelu : torch::autograd::Function<BatchNormLeakyRelu> {
   using Opt = std::optional<Tensor>;
   static tensor_list forward(AutogradContext* ctx, const Tensor& x, const Opt& weight, const Opt& bias,
@@ -109,7 +111,6 @@ struct BatchNormLeakyRelu : torch::autograd::Function<BatchNormLeakyRelu> {
     ctx->saved_data["training"] = training;
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["negative_slope"] = negative_slope;
-    ctx->mark_non_differentiable({mean, var});
     return {y, mean, var};
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
@@ -131,7 +132,7 @@ std::tuple<Tensor, Tensor, Tensor> batch_norm_leaky_relu_forward_autograd(
     const std::optional<Tensor>& running_mean, const std::optional<Tensor>& running_var, bool training, double eps,
     double negative_slope) {
   auto out = BatchNormLeakyRelu::apply(x, weight, bias, running_mean, running_var, training, eps, negative_slope);
-  return {out[0], out[1], out[2]};
+  return {out[0], out[1].detach(), out[2].detach()};
 }
 
 Tensor kl_normal_autograd(const Tensor& mu, const Tensor& logvar, c10::string_view reduction) {

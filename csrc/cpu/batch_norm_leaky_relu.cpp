@@ -100,19 +100,21 @@ inline void for_each_run(int64_t c, int64_t s, int64_t ch, int64_t j0, int64_t j
 #define GENCORE_RUN_LOOP __attribute__((noinline))
 #endif
 
-// Asks for the lines of [p, p + count) in the exclusive state (PREFETCHW), as a store would, but without
-// waiting. The forward's normalize sweep calls it for the next sample's output span before writing the
-// current one: each sample's span is a new page at a stride of C*S values, where the hardware
-// prefetchers start cold, so every store of a line not yet cached waited for its read-for-ownership.
-// Measured 2026-11-29 (one process, forward and backward alternating as in training, outputs below the
-// streaming threshold, minimum of 40): forward 14-23 % faster on one thread at 8x256x32x32,
-// 16x128x32x32, 32x64x32x32, 32x512x8x8, 64x256x8x8 and 64x512x8x8; on two threads 20-27 % at the
-// 32x32 shapes and 64x512x8x8, even at the two smallest. The same for dx in the backward's sweep gained nothing (up to 10 % slower on two
-// threads), so the backward does not do it. Streamed outputs must not: the line would be read.
+// Asks for the lines of [p, p + count) (at most its first 4 KiB) in the exclusive state (PREFETCHW), as
+// a store would, but without waiting. The forward's normalize sweep calls it for the next sample's
+// output span before writing the current one: each sample's span is a new page at a stride of C*S
+// values, where the hardware prefetchers start cold, so every store of a line not yet cached waited for
+// its read-for-ownership. Measured 2026-11-29 (one process, forward and backward alternating as in
+// training, outputs below the streaming threshold, minimum of 40, spans of 4 KiB): forward 14-23 %
+// faster on one thread at 8x256x32x32, 16x128x32x32, 32x64x32x32, 32x512x8x8, 64x256x8x8 and
+// 64x512x8x8; on two threads 20-27 % at the 32x32 shapes and 64x512x8x8, even at the two smallest. The
+// same for dx in the backward's sweep gained nothing (up to 10 % slower on two threads), so the
+// backward does not do it. Streamed outputs must not: the line would be read.
 template <typename S>
 inline void prefetch_for_write(const S* p, int64_t count) {
   const char* b = reinterpret_cast<const char*>(p);
-  const int64_t bytes = count * static_cast<int64_t>(sizeof(S));
+  // At most the first 4 KiB (the spans measured; a long span's later pages would arrive long before use).
+  const int64_t bytes = std::min<int64_t>(count * static_cast<int64_t>(sizeof(S)), 4096);
   for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(b + o, 1, 3);
 }
 
@@ -331,7 +333,8 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
   if (stream) stream_fence();
 }
 
-// The normalize pass outside the cached schedule (eval mode; training with few samples) when runs are
+// The normalize pass outside the cached schedule (eval mode; training with C < 32 or with a channel slice
+// too large for L2) when runs are
 // short: each sample's C*S values are one span, normalized in memory order by one vector loop with the
 // per-channel constants spread per position, instead of a loop call, prologue and tail per run of S
 // values. Measured 2026-11-29 (eval forward, float32, two threads, ns per value, minimum of 60): S = 16

@@ -26,8 +26,8 @@ namespace gencore::cpu {
 // The cap: the last-level cache the system reports is shared with every other core of the socket (on
 // a VM, with other tenants), so much less of it holds our data than its size says. Measured 2026-11-29
 // on a 2-vCPU VM with a 105 MB L3 (docs/batch_norm_leaky_relu.md): with the next step reading the
-// output right away, streaming the BatchNorm outputs lost at 4 and 8 MB (8 MB: backward 9 % slower),
-// broke even or won at 16 MB and won at 32 MB.
+// output right away, streaming the BatchNorm outputs lost on two threads at 4 and 8 MB (8 MB: backward
+// 9 % slower; on one thread it won at 8 MB), broke even or won at 16 MB and won at 32 MB.
 constexpr int64_t kStreamDefaultCapBytes = int64_t{16} << 20;
 int64_t stream_min_bytes();
 void set_stream_min_bytes(int64_t bytes);

@@ -215,7 +215,9 @@ def _register_fake_and_autograd(ns: str, autograd: bool = True) -> None:
 
 _register_fake_and_autograd("gencore_triton")
 if _native.loaded:
-    _register_fake_and_autograd("gencore", autograd=False)
+    # The extension registers the native op's autograd in C++; an older build of it did not.
+    _register_fake_and_autograd("gencore", autograd=not torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"gencore::{OP}_forward", "Autograd"))
 
 
 def _has_native_kernel(device_type: str) -> bool:
@@ -230,11 +232,19 @@ SUPPORTED = tuple(
 
 
 def _ops(name: str):
-    """(forward, backward, forward_inplace, backward_from_output) of a backend."""
-    if name == "torch":
-        return forward_reference, backward_reference, forward_inplace_reference, backward_from_output_reference
-    ns = torch.ops.gencore_triton if name == "triton" else torch.ops.gencore
-    return tuple(getattr(ns, f"{OP}_{n}") for n in _NAMES)
+    """(forward, backward, forward_inplace, backward_from_output) of a backend (looked up once: ~4 us)."""
+    ops = _ops_cache.get(name)
+    if ops is None:
+        if name == "torch":
+            ops = forward_reference, backward_reference, forward_inplace_reference, backward_from_output_reference
+        else:
+            ns = torch.ops.gencore_triton if name == "triton" else torch.ops.gencore
+            ops = tuple(getattr(ns, f"{OP}_{n}") for n in _NAMES)
+        _ops_cache[name] = ops
+    return ops
+
+
+_ops_cache: dict[str, tuple] = {}
 
 
 # ---- memory-saving mode ---------------------------------------------------------------------------------
@@ -449,11 +459,17 @@ def _check_args(x, running_mean, running_var, weight, bias, training, momentum, 
 
 def _update_running_stats(running_mean, running_var, mean, var, momentum, per_channel):
     # What F.batch_norm does: biased variance normalizes, the unbiased one enters the running average.
-    with torch.no_grad():
-        unbiased = var * (per_channel / (per_channel - 1))
-        if mean.dtype != running_mean.dtype:
-            mean, unbiased = mean.to(running_mean.dtype), unbiased.to(running_var.dtype)
-        torch._foreach_lerp_((running_mean, running_var), (mean, unbiased), momentum)  # one call for both
+    # The kernels' statistics never require grad; without running stats that do (a user's choice), no
+    # graph can be recorded and the no_grad context (~4 us) is skipped.
+    if running_mean.requires_grad or running_var.requires_grad or mean.requires_grad or var.requires_grad:
+        with torch.no_grad():
+            _update_running_stats(running_mean.detach(), running_var.detach(), mean.detach(), var.detach(),
+                                  momentum, per_channel)
+        return
+    unbiased = var * (per_channel / (per_channel - 1))
+    if mean.dtype != running_mean.dtype or var.dtype != running_var.dtype:
+        mean, unbiased = mean.to(running_mean.dtype), unbiased.to(running_var.dtype)
+    torch._foreach_lerp_((running_mean, running_var), (mean, unbiased), float(momentum))  # one call for both
 
 
 # ---- public op ------------------------------------------------------------------------------------------
