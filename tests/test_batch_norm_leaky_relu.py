@@ -496,10 +496,12 @@ def test_converter_keeps_device_dtype_mode_and_skips_others():
 
 @pytest.mark.parametrize("backend,device", backend_device_params())
 def test_inplace_mode(backend, device):
-    """Memory-saving mode: output written over x; grads right with zero, negative and tiny weights."""
+    """Memory-saving mode: output written over x; grads right with zero, negative and tiny weights. On the
+    CPU also through the cached schedule's spans and runs, whose statistics sweeps read several samples
+    at once (23 samples of 6x6, 7 samples of 32x33)."""
     skip_unless_op_runs(backend, device)
-    shape = (4, 6, 5, 7)
-    for training in (True, False):
+    shapes = [(4, 6, 5, 7)] + ([(23, 40, 6, 6), (7, 32, 32, 33)] if backend == "cpu" else [])
+    for shape, training in ((shape, training) for shape in shapes for training in (True, False)):
         ref, fused = make_pair(shape, 0.2, device)
         fused.inplace = True
         fused.backend = backend
@@ -520,7 +522,7 @@ def test_inplace_mode(backend, device):
         g = torch.randn(shape, dtype=torch.float64)
         yr.backward(g)
         y.backward(g.float().to(device))
-        what = f"{backend} inplace training={training}"
+        what = f"{backend} inplace {shape} training={training}"
         assert_close(y, yr, torch.float32, f"{what} y")
         assert_close(leaf.grad, xr.grad, torch.float32, f"{what} dx", scale=4)
         m = x.numel() / shape[1]
