@@ -149,22 +149,23 @@ inline void with_relu(bool relu, F&& f) {
 // within the noise. A float partial sum still covers at most kBlock values (each row kBlock / R).
 constexpr int kStatRows = 4;
 
-// Calls f(std::integral_constant<int, R>{}) for rows = R in {1, 2, kStatRows}.
+// Calls f(i, std::integral_constant<int, R>{}) for consecutive blocks of samples [i, i + R) covering
+// [0, n), R in {kStatRows, 2, 1} as large as fits, no block crossing a multiple of `window` (the span
+// schedule's flush points; window = n for none).
 template <typename F>
-inline void with_rows(int64_t rows, F&& f) {
-  if (rows == kStatRows) {
-    f(std::integral_constant<int, kStatRows>{});
-  } else if (rows == 2) {
-    f(std::integral_constant<int, 2>{});
-  } else {
-    f(std::integral_constant<int, 1>{});
+inline void for_each_sample_block(int64_t n, int64_t window, F&& f) {
+  for (int64_t i = 0, rows = 0; i < n; i += rows) {
+    rows = std::min(n - i, window - i % window);
+    if (rows >= kStatRows) {
+      rows = kStatRows;
+      f(i, std::integral_constant<int, kStatRows>{});
+    } else if (rows >= 2) {
+      rows = 2;
+      f(i, std::integral_constant<int, 2>{});
+    } else {
+      f(i, std::integral_constant<int, 1>{});
+    }
   }
-}
-
-// The largest R of with_rows for `left` rows to go, of which `room` fit before the next flush.
-inline int64_t stat_rows(int64_t left, int64_t room) {
-  const int64_t r = std::min(left, room);
-  return r >= kStatRows ? kStatRows : (r >= 2 ? 2 : 1);
 }
 
 // Sums of (x - shift) over R runs p + r * stride, r < R, of len values each.
@@ -241,21 +242,20 @@ GENCORE_RUN_LOOP void flush_span(C* e1, C* e2, int64_t k, int64_t s, double* s1,
   }
 }
 
-// The statistics sweep of a span for all n samples: add(i, rows, e1, e2) adds samples i .. i + rows - 1
-// (rows from with_rows) into the lane accumulators, which flush_span adds into each channel's double sums s1 / s2 after every `flush` samples
-// and after the last. With that cadence every channel's float partial sums cover at most kBlock values,
-// as in shifted_sums (s < kMinSpan <= kBlock), and no lane adds more than kRowBlock values in float (the
-// depth of the channels-last partial sums; matters for tiny s, e.g. (N, C) input with s = 1).
+// The statistics sweep of a span for all n samples: add(i, r, e1, e2) adds samples [i, i + r) (r from
+// for_each_sample_block) into the lane accumulators, which flush_span adds into each channel's double
+// sums s1 / s2 after every `flush` samples and after the last. With that cadence every channel's float
+// partial sums cover at most kBlock values, as in shifted_sums (s < kMinSpan <= kBlock), and no lane adds
+// more than kRowBlock values in float (the depth of the channels-last partial sums; matters for tiny s,
+// e.g. (N, C) input with s = 1).
 template <typename C, typename Add>
 void span_sums_over_samples(int64_t n, int64_t k, int64_t s, double* s1, double* s2, Add&& add) {
   LineVector<C> e1(static_cast<size_t>(k * s), C(0)), e2(static_cast<size_t>(k * s), C(0));
   const int64_t flush = std::clamp<int64_t>(kBlock / s, 1, kRowBlock);
-  for (int64_t i = 0; i < n;) {
-    const int64_t rows = stat_rows(n - i, flush - i % flush);
-    add(i, rows, e1.data(), e2.data());
-    i += rows;
-    if (i % flush == 0 || i == n) flush_span(e1.data(), e2.data(), k, s, s1, s2);
-  }
+  for_each_sample_block(n, flush, [&](int64_t i, auto r) {
+    add(i, r, e1.data(), e2.data());
+    if ((i + r.value) % flush == 0 || i + r.value == n) flush_span(e1.data(), e2.data(), k, s, s1, s2);
+  });
 }
 
 // Loops with one constant per lane (position): a channels-last row (lane = channel) or a span (lane = a
@@ -314,8 +314,8 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
   LineVector<C> shift(static_cast<size_t>(k)), a(static_cast<size_t>(len)), b(static_cast<size_t>(len));
   for (int64_t ch = c0; ch < c1; ++ch) shift[ch - c0] = load(x[ch * s]);
   spread(shift.data(), k, s, a.data());  // a holds the spread shifts during the statistics
-  span_sums_over_samples<C>(n, k, s, s1, s2, [&](int64_t i, int64_t rows, C* e1, C* e2) {
-    with_rows(rows, [&](auto r) { lane_sums<r.value>(x + (i * c + c0) * s, c * s, a.data(), e1, e2, len); });
+  span_sums_over_samples<C>(n, k, s, s1, s2, [&](int64_t i, auto r, C* e1, C* e2) {
+    lane_sums<r.value>(x + (i * c + c0) * s, c * s, a.data(), e1, e2, len);
   });
   for (int64_t ch = c0; ch < c1; ++ch) {
     finish_stats<C>(shift[ch - c0], s1[ch - c0], s2[ch - c0], n * s, mean[ch], var[ch]);
@@ -334,10 +334,9 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
 }
 
 // The normalize pass outside the cached schedule (eval mode; training with C < 32 or with a channel slice
-// too large for L2) when runs are
-// short: each sample's C*S values are one span, normalized in memory order by one vector loop with the
-// per-channel constants spread per position, instead of a loop call, prologue and tail per run of S
-// values. Measured 2026-11-29 (eval forward, float32, two threads, ns per value, minimum of 60): S = 16
+// too large for L2) when runs are short: each sample's C*S values are one span, normalized in memory
+// order by one vector loop with the per-channel constants spread per position, instead of a loop call,
+// prologue and tail per run of S values. Measured 2026-11-29 (eval forward, float32, two threads, ns per value, minimum of 60): S = 16
 // 0.59 -> 0.15 (64x128x4x4) and 0.56 -> 0.39 (8x512x4x4), S = 32 0.32 -> 0.19, S = 49 0.30 -> 0.23,
 // S = 64 0.21 -> 0.18 (64x128x8x8) or even (64x512x8x8), S = 256 even; on 4 samples setting up the
 // spread arrays cost more than the runs did (4x64x4x4: 1.22 -> 1.34), hence the minimum of 8. Spread
@@ -393,14 +392,11 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
                      stream);
         continue;
       }
-      for (int64_t i = 0, rows = 0; i < n; i += rows) {
-        rows = stat_rows(n - i, n);
-        with_rows(rows, [&](auto r) {
-          for (int64_t ch = c0; ch < c1; ++ch) {
-            shifted_sums<r.value>(x + (i * c + ch) * s, c * s, s, load(x[ch * s]), s1[ch - c0], s2[ch - c0]);
-          }
-        });
-      }
+      for_each_sample_block(n, n, [&](int64_t i, auto r) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          shifted_sums<r.value>(x + (i * c + ch) * s, c * s, s, load(x[ch * s]), s1[ch - c0], s2[ch - c0]);
+        }
+      });
       for (int64_t ch = c0; ch < c1; ++ch) {
         finish_stats<C>(load(x[ch * s]), s1[ch - c0], s2[ch - c0], m, mean[ch], var[ch]);
         aff.set(ch, weight, bias, mean[ch], var[ch], eps);
@@ -658,11 +654,13 @@ GENCORE_RUN_LOOP void lane_bwd_sums(const S* g, const S* v, S* out, const comput
 }
 
 // The training sums of lane_bwd_sums over R rows `stride` values apart (the span schedule; R as in
-// shifted_sums).
+// shifted_sums). Not used for channels-last rows: summing each row into a temporary first rounds the
+// product dz * (u - center) once more than lane_bwd_sums' fused multiply-add, so its results would change.
 template <int R, typename S, int Mode>
-GENCORE_RUN_LOOP void lane_bwd_sums_rows(const S* g, const S* v, int64_t stride, const compute_t<S>* ka, const compute_t<S>* kb,
-                                    const compute_t<S>* kc, compute_t<S> slope, compute_t<S> inv_slope,
-                                    compute_t<S>* a1, compute_t<S>* a2, int64_t lanes) {
+GENCORE_RUN_LOOP void lane_bwd_sums_rows(const S* g, const S* v, int64_t stride, const compute_t<S>* ka,
+                                         const compute_t<S>* kb, const compute_t<S>* kc, compute_t<S> slope,
+                                         compute_t<S> inv_slope, compute_t<S>* a1, compute_t<S>* a2,
+                                         int64_t lanes) {
   using C = compute_t<S>;
 #pragma omp simd
   for (int64_t i = 0; i < lanes; ++i) {
@@ -705,12 +703,10 @@ void backward_span(const S* dy, const S* in, S* dx, BackwardCoef<compute_t<S>>& 
     return out;
   };
   const LineVector<C> a = spread_of(k.a), b = spread_of(k.b), center = spread_of(k.center);
-  span_sums_over_samples<C>(n, kc, s, s1, s2, [&](int64_t i, int64_t rows, C* e1, C* e2) {
+  span_sums_over_samples<C>(n, kc, s, s1, s2, [&](int64_t i, auto r, C* e1, C* e2) {
     const int64_t off = (i * c + c0) * s;
-    with_rows(rows, [&](auto r) {
-      lane_bwd_sums_rows<r.value, S, Mode>(dy + off, in + off, c * s, a.data(), b.data(), center.data(), sl, isl, e1,
-                                           e2, len);
-    });
+    lane_bwd_sums_rows<r.value, S, Mode>(dy + off, in + off, c * s, a.data(), b.data(), center.data(), sl, isl, e1,
+                                         e2, len);
   });
   for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s, true, grad_weight, grad_bias);
   const LineVector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
@@ -749,16 +745,13 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
                                stream);
         continue;
       }
-      for (int64_t i = 0, rows = 0; i < n; i += rows) {
-        rows = stat_rows(n - i, n);
-        with_rows(rows, [&](auto r) {
-          for (int64_t ch = c0; ch < c1; ++ch) {
-            const int64_t off = (i * c + ch) * s;
-            bwd_sums_run<r.value, S, Mode>(dy + off, in + off, c * s, s, k.a[ch], k.b[ch], k.center[ch], sl, isl,
-                                           s1[ch - c0], s2[ch - c0]);
-          }
-        });
-      }
+      for_each_sample_block(n, n, [&](int64_t i, auto r) {
+        for (int64_t ch = c0; ch < c1; ++ch) {
+          const int64_t off = (i * c + ch) * s;
+          bwd_sums_run<r.value, S, Mode>(dy + off, in + off, c * s, s, k.a[ch], k.b[ch], k.center[ch], sl, isl,
+                                         s1[ch - c0], s2[ch - c0]);
+        }
+      });
       for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], m, true, grad_weight, grad_bias);
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t ch = c0; ch < c1; ++ch) {

@@ -232,7 +232,8 @@ SUPPORTED = tuple(
 
 
 def _ops(name: str):
-    """(forward, backward, forward_inplace, backward_from_output) of a backend (looked up once: ~4 us)."""
+    """(forward, backward, forward_inplace, backward_from_output) of a backend (looked up once: ~4 us). A
+    plain dict, not functools.cache, which torch.compile warns about on every traced call."""
     ops = _ops_cache.get(name)
     if ops is None:
         if name == "torch":
