@@ -77,10 +77,11 @@ def random_input(shape, dtype, device, seed):
     return x.to(dtype).to(device)
 
 
-def check_step(ref, fused, x, dtype, what, train=True):
-    """One forward/backward of both; compares output, dx, dweight, dbias. grad_output is not all ones."""
+def check_step(ref, fused, x, dtype, what, train=True, keep_storage=False):
+    """One forward/backward of both; compares output, dx, dweight, dbias. grad_output is not all ones.
+    The fused module gets a copy of x, or with keep_storage x's own storage (its offset and alignment)."""
     xr = x.detach().to("cpu", torch.float64).requires_grad_()
-    xf = x.detach().clone().requires_grad_()
+    xf = (x.detach() if keep_storage else x.detach().clone()).requires_grad_()
     yr = ref(xr)
     yf = fused(xf)
     assert yf.dtype == x.dtype and yf.shape == x.shape
@@ -626,6 +627,16 @@ def test_cpu_statistics_rows(shape, dtype):
     check_step(ref, fused, random_input(shape, dtype, "cpu", 3), dtype, f"rows {shape}")
 
 
+def cpu_pair(shape, train):
+    """make_pair with slope 0.2 on the CPU backend, both in training or both in eval mode."""
+    skip_unless_op_runs("cpu", "cpu")
+    ref, fused = make_pair(shape, 0.2, "cpu")
+    fused.backend = "cpu"
+    ref.train(train)
+    fused.train(train)
+    return ref, fused
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,train", [((8, 256, 16, 16), False), ((9, 60, 7, 7), False), ((24, 20, 5, 5), True)],
                          ids=str)
@@ -634,13 +645,28 @@ def test_cpu_normalize_sample_spans(shape, train, dtype):
     each sample's C*S values as one span when runs are short (normalize_sample_spans): a sample cut into
     four pieces for the threads (8 samples of 65536 values), an odd span length, and training with
     few channels (statistics from the chunked pass)."""
-    skip_unless_op_runs("cpu", "cpu")
-    ref, fused = make_pair(shape, 0.2, "cpu")
-    fused.backend = "cpu"
-    if not train:
-        ref.eval()
-        fused.eval()
+    ref, fused = cpu_pair(shape, train)
     check_step(ref, fused, random_input(shape, dtype, "cpu", 4), dtype, f"sample spans {shape}", train=train)
+
+
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset1"])
+@pytest.mark.parametrize("shape,train", [((23, 48, 8, 8), True), ((17, 32, 32, 34), True), ((7, 32, 32, 34), True),
+                                         ((3, 2, 120, 100), True), ((9, 40, 6, 6), False), ((5, 6, 2, 3), False)],
+                         ids=str)
+def test_cpu_bfloat16_pairs(shape, train, offset):
+    """The CPU kernels read bfloat16 NCS data two values per 32-bit word (bfloat16_pair in
+    csrc/cpu/scalar_types.h) when S is even and every pointer is 4-byte aligned, with S halved in the
+    schedules: the cached spans (8x8) and runs (32x34, as 2-channel groups read four and two samples at
+    once), the chunked few-channel pass, eval-mode sample spans and short eval runs. A swapped half, a
+    value count taken in words instead of values, or a lost last pair shows in the outputs and the
+    gradients. offset1 starts the input one value (2 bytes) into its storage: the one-value view."""
+    ref, fused = cpu_pair(shape, train)
+    x = random_input(shape, torch.bfloat16, "cpu", 5)
+    if offset:
+        x = torch.empty(x.numel() + offset, dtype=x.dtype)[offset:].view(shape).copy_(x)
+        assert x.data_ptr() % 4 == 2
+    check_step(ref, fused, x, torch.bfloat16, f"bfloat16 pairs {shape} offset {offset}", train=train,
+               keep_storage=True)
 
 
 def test_large_channel_slice_cpu():

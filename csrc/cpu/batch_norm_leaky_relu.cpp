@@ -11,6 +11,7 @@
 // double; the variance uses sums shifted by one sample of the channel to avoid cancellation.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <new>
 #include <type_traits>
 #include <vector>
@@ -130,6 +131,12 @@ inline C activate(C v, C slope) {
   }
 }
 
+// activate(x * a + b) as a function of (x, a, b), for units<S>::map.
+template <bool Relu, typename C>
+inline auto normalized(C slope) {
+  return [slope](C x, C a, C b) { return activate<Relu>(x * a + b, slope); };
+}
+
 // Calls f(std::bool_constant<relu>{}).
 template <typename F>
 inline void with_relu(bool relu, F&& f) {
@@ -168,20 +175,28 @@ inline void for_each_sample_block(int64_t n, int64_t window, F&& f) {
   }
 }
 
-// Sums of (x - shift) over R runs p + r * stride, r < R, of len values each.
+// Sums of (x - shift) over R runs p + r * stride, r < R, of len units each. (The unroll pragmas in this
+// and the other loops over rows and values: without them GCC 12 kept the nested loops of bfloat16_pair
+// units and vectorized nothing.)
 template <int R, typename S>
 GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, compute_t<S> shift, double& s1,
                                    double& s2) {
   using C = compute_t<S>;
-  for (int64_t b0 = 0; b0 < len; b0 += kBlock / R) {
-    const int64_t e = std::min(len, b0 + kBlock / R);
+  using U = units<S>;
+  constexpr int64_t block = kBlock / (R * U::kValues);
+  for (int64_t b0 = 0; b0 < len; b0 += block) {
+    const int64_t e = std::min(len, b0 + block);
     C a1 = 0, a2 = 0;
 #pragma omp simd reduction(+ : a1, a2)
     for (int64_t i = b0; i < e; ++i) {
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        const C d = load(p[i + r * stride]) - shift;
-        a1 += d;
-        a2 += d * d;
+#pragma GCC unroll 2
+        for (int v = 0; v < U::kValues; ++v) {
+          const C d = U::value(p[i + r * stride], v) - shift;
+          a1 += d;
+          a2 += d * d;
+        }
       }
     }
     s1 += static_cast<double>(a1);
@@ -192,8 +207,9 @@ GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, comp
 template <typename S>
 GENCORE_RUN_LOOP void normalize_run(const S* p, S* q, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> slope, bool relu) {
   with_relu(relu, [&](auto r) {
+    const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) q[i] = store<S>(activate<decltype(r)::value>(load(p[i]) * a + b, slope));
+    for (int64_t i = 0; i < len; ++i) q[i] = units<S>::map(y, p[i], a, b);
   });
 }
 
@@ -248,10 +264,12 @@ GENCORE_RUN_LOOP void flush_span(C* e1, C* e2, int64_t k, int64_t s, double* s1,
 // partial sums cover at most kBlock values, as in shifted_sums (s < kMinSpan <= kBlock), and no lane adds
 // more than kRowBlock values in float (the depth of the channels-last partial sums; matters for tiny s,
 // e.g. (N, C) input with s = 1).
-template <typename C, typename Add>
+template <typename S, typename Add>
 void span_sums_over_samples(int64_t n, int64_t k, int64_t s, double* s1, double* s2, Add&& add) {
+  using C = compute_t<S>;
+  constexpr int64_t per_unit = units<S>::kValues;  // a lane adds per_unit values per sample
   LineVector<C> e1(static_cast<size_t>(k * s), C(0)), e2(static_cast<size_t>(k * s), C(0));
-  const int64_t flush = std::clamp<int64_t>(kBlock / s, 1, kRowBlock);
+  const int64_t flush = std::clamp<int64_t>(kBlock / (s * per_unit), 1, kRowBlock / per_unit);
   for_each_sample_block(n, flush, [&](int64_t i, auto r) {
     add(i, r, e1.data(), e2.data());
     if ((i + r.value) % flush == 0 || i + r.value == n) flush_span(e1.data(), e2.data(), k, s, s1, s2);
@@ -268,10 +286,14 @@ GENCORE_RUN_LOOP void lane_sums(const S* row, int64_t stride, const compute_t<S>
 #pragma omp simd
   for (int64_t i = 0; i < lanes; ++i) {
     C t1 = 0, t2 = 0;
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const C d = load(row[i + r * stride]) - shift[i];
-      t1 += d;
-      t2 += d * d;
+#pragma GCC unroll 2
+      for (int v = 0; v < units<S>::kValues; ++v) {
+        const C d = units<S>::value(row[i + r * stride], v) - shift[i];
+        t1 += d;
+        t2 += d * d;
+      }
     }
     a1[i] += t1;
     a2[i] += t2;
@@ -282,10 +304,9 @@ template <typename S>
 GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a, const compute_t<S>* b,
                                      int64_t lanes, compute_t<S> slope, bool relu) {
   with_relu(relu, [&](auto r) {
+    const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
 #pragma omp simd
-    for (int64_t i = 0; i < lanes; ++i) {
-      out[i] = store<S>(activate<decltype(r)::value>(load(row[i]) * a[i] + b[i], slope));
-    }
+    for (int64_t i = 0; i < lanes; ++i) out[i] = units<S>::map(y, row[i], a[i], b[i]);
   });
 }
 
@@ -312,13 +333,13 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
   using C = compute_t<S>;
   const int64_t k = c1 - c0, len = k * s;
   LineVector<C> shift(static_cast<size_t>(k)), a(static_cast<size_t>(len)), b(static_cast<size_t>(len));
-  for (int64_t ch = c0; ch < c1; ++ch) shift[ch - c0] = load(x[ch * s]);
+  for (int64_t ch = c0; ch < c1; ++ch) shift[ch - c0] = units<S>::value(x[ch * s], 0);
   spread(shift.data(), k, s, a.data());  // a holds the spread shifts during the statistics
-  span_sums_over_samples<C>(n, k, s, s1, s2, [&](int64_t i, auto r, C* e1, C* e2) {
+  span_sums_over_samples<S>(n, k, s, s1, s2, [&](int64_t i, auto r, C* e1, C* e2) {
     lane_sums<r.value>(x + (i * c + c0) * s, c * s, a.data(), e1, e2, len);
   });
   for (int64_t ch = c0; ch < c1; ++ch) {
-    finish_stats<C>(shift[ch - c0], s1[ch - c0], s2[ch - c0], n * s, mean[ch], var[ch]);
+    finish_stats<C>(shift[ch - c0], s1[ch - c0], s2[ch - c0], n * s * units<S>::kValues, mean[ch], var[ch]);
     aff.set(ch, weight, bias, mean[ch], var[ch], eps);
   }
   spread(aff.alpha.data() + c0, k, s, a.data());
@@ -374,7 +395,8 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
                  compute_t<S>* var, int64_t n, int64_t c, int64_t s, bool training, double eps, double slope,
                  bool stream) {
   using C = compute_t<S>;
-  const int64_t m = n * s;
+  const int64_t m = n * s;  // storage units per channel
+  const int64_t values = m * units<S>::kValues;
   const C sl = static_cast<C>(slope);
   const bool relu = slope == 0;
   Affine<C> aff(c);
@@ -387,18 +409,18 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
       std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
-      if (use_spans(n, s)) {
+      if (use_spans(n, s * units<S>::kValues)) {
         forward_span(x, y, aff, s1.data(), s2.data(), n, c, s, c0, c1, weight, bias, mean, var, eps, sl, relu,
                      stream);
         continue;
       }
       for_each_sample_block(n, n, [&](int64_t i, auto r) {
         for (int64_t ch = c0; ch < c1; ++ch) {
-          shifted_sums<r.value>(x + (i * c + ch) * s, c * s, s, load(x[ch * s]), s1[ch - c0], s2[ch - c0]);
+          shifted_sums<r.value>(x + (i * c + ch) * s, c * s, s, units<S>::value(x[ch * s], 0), s1[ch - c0], s2[ch - c0]);
         }
       });
       for (int64_t ch = c0; ch < c1; ++ch) {
-        finish_stats<C>(load(x[ch * s]), s1[ch - c0], s2[ch - c0], m, mean[ch], var[ch]);
+        finish_stats<C>(units<S>::value(x[ch * s], 0), s1[ch - c0], s2[ch - c0], values, mean[ch], var[ch]);
         aff.set(ch, weight, bias, mean[ch], var[ch], eps);
       }
       for (int64_t i = 0; i < n; ++i) {
@@ -420,7 +442,7 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
 #pragma omp parallel for schedule(static) if (tasks > 1)
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t ch = t / chunks, q = t % chunks;
-      const C shift = load(x[ch * s]);
+      const C shift = units<S>::value(x[ch * s], 0);
       double s1 = 0, s2 = 0;
       for_each_run(c, s, ch, m * q / chunks, m * (q + 1) / chunks,
                    [&](int64_t off, int64_t len) { shifted_sums<1>(x + off, 0, len, shift, s1, s2); });
@@ -433,7 +455,7 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
         s1 += p1[ch * chunks + q];
         s2 += p2[ch * chunks + q];
       }
-      finish_stats<C>(load(x[ch * s]), s1, s2, m, mean[ch], var[ch]);
+      finish_stats<C>(units<S>::value(x[ch * s], 0), s1, s2, values, mean[ch], var[ch]);
     }
   }
   for (int64_t ch = 0; ch < c; ++ch) aff.set(ch, weight, bias, mean[ch], var[ch], eps);
@@ -577,22 +599,40 @@ inline void grad_pre(C g, C v, C a, C b, C slope, C inv_slope, C& dz, C& u) {
   }
 }
 
+// Training dx of one value as a function of (dy, input, a, b, center, k2, k0, slope, inv_slope), for
+// units<S>::map2.
+template <typename C, int Mode>
+inline auto dx_value() {
+  return [](C g, C v, C a, C b, C center, C k2, C k0, C slope, C inv_slope) {
+    C dz, u;
+    grad_pre<C, Mode>(g, v, a, b, slope, inv_slope, dz, u);
+    return a * dz - k2 * (u - center) + k0;
+  };
+}
+
 // Both backward sums over R runs (dy, in) + r * stride, r < R (as shifted_sums).
 template <int R, typename S, int Mode>
 GENCORE_RUN_LOOP void bwd_sums_run(const S* dy, const S* in, int64_t stride, int64_t len, compute_t<S> a,
                                    compute_t<S> b, compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope,
                                    double& s1, double& s2) {
   using C = compute_t<S>;
-  for (int64_t b0 = 0; b0 < len; b0 += kBlock / R) {
-    const int64_t e = std::min(len, b0 + kBlock / R);
+  using U = units<S>;
+  constexpr int64_t block = kBlock / (R * U::kValues);
+  for (int64_t b0 = 0; b0 < len; b0 += block) {
+    const int64_t e = std::min(len, b0 + block);
     C a1 = 0, a2 = 0;
 #pragma omp simd reduction(+ : a1, a2)
     for (int64_t i = b0; i < e; ++i) {
+#pragma GCC unroll 4
       for (int r = 0; r < R; ++r) {
-        C dz, u;
-        grad_pre<C, Mode>(load(dy[i + r * stride]), load(in[i + r * stride]), a, b, slope, inv_slope, dz, u);
-        a1 += dz;
-        a2 += dz * (u - center);
+#pragma GCC unroll 2
+        for (int v = 0; v < U::kValues; ++v) {
+          C dz, u;
+          grad_pre<C, Mode>(U::value(dy[i + r * stride], v), U::value(in[i + r * stride], v), a, b, slope, inv_slope,
+                            dz, u);
+          a1 += dz;
+          a2 += dz * (u - center);
+        }
       }
     }
     s1 += static_cast<double>(a1);
@@ -605,13 +645,9 @@ template <typename S, int Mode>
 GENCORE_RUN_LOOP void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
                 compute_t<S> center, compute_t<S> k2, compute_t<S> k0, compute_t<S> slope,
                 compute_t<S> inv_slope) {
-  using C = compute_t<S>;
+  const auto f = dx_value<compute_t<S>, Mode>();
 #pragma omp simd
-  for (int64_t i = 0; i < len; ++i) {
-    C dz, u;
-    grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
-    dx[i] = store<S>(a * dz - k2 * (u - center) + k0);
-  }
+  for (int64_t i = 0; i < len; ++i) dx[i] = units<S>::map2(f, dy[i], in[i], a, b, center, k2, k0, slope, inv_slope);
 }
 
 // Eval mode: dx = a * dz and both sums in one pass.
@@ -620,16 +656,26 @@ GENCORE_RUN_LOOP void bwd_eval_run(const S* dy, const S* in, S* dx, int64_t len,
                   compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope, double& s1,
                   double& s2) {
   using C = compute_t<S>;
-  for (int64_t b0 = 0; b0 < len; b0 += kBlock) {
-    const int64_t e = std::min(len, b0 + kBlock);
+  using U = units<S>;
+  constexpr int64_t block = kBlock / U::kValues;
+  const auto f = [](C g, C v, C a, C b, C slope, C inv_slope) {
+    C dz, u;
+    grad_pre<C, Mode>(g, v, a, b, slope, inv_slope, dz, u);
+    return a * dz;
+  };
+  for (int64_t b0 = 0; b0 < len; b0 += block) {
+    const int64_t e = std::min(len, b0 + block);
     C a1 = 0, a2 = 0;
 #pragma omp simd reduction(+ : a1, a2)
     for (int64_t i = b0; i < e; ++i) {
-      C dz, u;
-      grad_pre<C, Mode>(load(dy[i]), load(in[i]), a, b, slope, inv_slope, dz, u);
-      a1 += dz;
-      a2 += dz * (u - center);
-      dx[i] = store<S>(a * dz);
+#pragma GCC unroll 2
+      for (int v = 0; v < U::kValues; ++v) {
+        C dz, u;
+        grad_pre<C, Mode>(U::value(dy[i], v), U::value(in[i], v), a, b, slope, inv_slope, dz, u);
+        a1 += dz;
+        a2 += dz * (u - center);
+      }
+      dx[i] = U::map2(f, dy[i], in[i], a, b, slope, inv_slope);  // the same dz (the compiler shares it)
     }
     s1 += static_cast<double>(a1);
     s2 += static_cast<double>(a2);
@@ -665,11 +711,16 @@ GENCORE_RUN_LOOP void lane_bwd_sums_rows(const S* g, const S* v, int64_t stride,
 #pragma omp simd
   for (int64_t i = 0; i < lanes; ++i) {
     C t1 = 0, t2 = 0;
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      C dz, u;
-      grad_pre<C, Mode>(load(g[i + r * stride]), load(v[i + r * stride]), ka[i], kb[i], slope, inv_slope, dz, u);
-      t1 += dz;
-      t2 += dz * (u - kc[i]);
+#pragma GCC unroll 2
+      for (int e = 0; e < units<S>::kValues; ++e) {
+        C dz, u;
+        grad_pre<C, Mode>(units<S>::value(g[i + r * stride], e), units<S>::value(v[i + r * stride], e), ka[i], kb[i],
+                          slope, inv_slope, dz, u);
+        t1 += dz;
+        t2 += dz * (u - kc[i]);
+      }
     }
     a1[i] += t1;
     a2[i] += t2;
@@ -680,12 +731,10 @@ template <typename S, int Mode>
 GENCORE_RUN_LOOP void lane_bwd_dx(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
                                   const compute_t<S>* kc, const compute_t<S>* k2, const compute_t<S>* k0,
                                   compute_t<S> slope, compute_t<S> inv_slope, int64_t lanes) {
-  using C = compute_t<S>;
+  const auto f = dx_value<compute_t<S>, Mode>();
 #pragma omp simd
   for (int64_t i = 0; i < lanes; ++i) {
-    C dz, u;
-    grad_pre<C, Mode>(load(g[i]), load(v[i]), ka[i], kb[i], slope, inv_slope, dz, u);
-    out[i] = store<S>(ka[i] * dz - k2[i] * (u - kc[i]) + k0[i]);
+    out[i] = units<S>::map2(f, g[i], v[i], ka[i], kb[i], kc[i], k2[i], k0[i], slope, inv_slope);
   }
 }
 
@@ -703,12 +752,12 @@ void backward_span(const S* dy, const S* in, S* dx, BackwardCoef<compute_t<S>>& 
     return out;
   };
   const LineVector<C> a = spread_of(k.a), b = spread_of(k.b), center = spread_of(k.center);
-  span_sums_over_samples<C>(n, kc, s, s1, s2, [&](int64_t i, auto r, C* e1, C* e2) {
+  span_sums_over_samples<S>(n, kc, s, s1, s2, [&](int64_t i, auto r, C* e1, C* e2) {
     const int64_t off = (i * c + c0) * s;
     lane_bwd_sums_rows<r.value, S, Mode>(dy + off, in + off, c * s, a.data(), b.data(), center.data(), sl, isl, e1,
                                          e2, len);
   });
-  for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s, true, grad_weight, grad_bias);
+  for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s * units<S>::kValues, true, grad_weight, grad_bias);
   const LineVector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t off = (i * c + c0) * s;
@@ -726,7 +775,8 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
                   compute_t<S>* grad_bias, int64_t n, int64_t c, int64_t s, bool training, double eps,
                   double slope, bool stream) {
   using C = compute_t<S>;
-  const int64_t m = n * s;
+  const int64_t m = n * s;  // storage units per channel
+  const int64_t values = m * units<S>::kValues;
   const C sl = static_cast<C>(slope);
   const C isl = Mode == kFromOutput ? static_cast<C>(1.0 / slope) : C(0);
   BackwardCoef<C> k(c);
@@ -740,7 +790,7 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
     for (int64_t gi = 0; gi < groups; ++gi) {
       const int64_t c0 = gi * group, c1 = std::min(c, c0 + group);
       std::vector<double> s1(static_cast<size_t>(c1 - c0)), s2(static_cast<size_t>(c1 - c0));
-      if (use_spans(n, s)) {
+      if (use_spans(n, s * units<S>::kValues)) {
         backward_span<S, Mode>(dy, in, dx, k, s1.data(), s2.data(), n, c, s, c0, c1, sl, isl, grad_weight, grad_bias,
                                stream);
         continue;
@@ -752,7 +802,7 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
                                          s1[ch - c0], s2[ch - c0]);
         }
       });
-      for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], m, true, grad_weight, grad_bias);
+      for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], values, true, grad_weight, grad_bias);
       for (int64_t i = 0; i < n; ++i) {
         for (int64_t ch = c0; ch < c1; ++ch) {
           const int64_t off = (i * c + ch) * s;
@@ -789,7 +839,7 @@ void backward_ncs(const S* dy, const S* in, const compute_t<S>* weight, const co
       s1 += p1[ch * chunks + q];
       s2 += p2[ch * chunks + q];
     }
-    k.finish(ch, s1, s2, m, training, grad_weight, grad_bias);
+    k.finish(ch, s1, s2, values, training, grad_weight, grad_bias);
   }
   if (!training) return;
 #pragma omp parallel for schedule(static) if (tasks > 1)
@@ -862,6 +912,23 @@ void backward_nsc(const S* dy, const S* in, const compute_t<S>* weight, const co
   }
 }
 
+// Calls f(p...) with the NCS data pointers as given or, for bfloat16 when runs have an even length
+// (S) and every pointer is 4-byte aligned, as bfloat16_pair pointers with s halved (scalar_types.h).
+// Pairs change only how the loops load and store: each value is computed as before, but the float
+// partial sums group the values differently, so the statistics and the weight/bias gradients may differ
+// from the one-value view in the last bits.
+template <typename S, typename F, typename... P>
+void with_storage_units(int64_t& s, F&& f, P*... p) {
+  if constexpr (std::is_same_v<S, bfloat16>) {
+    if (s % 2 == 0 && ((reinterpret_cast<uintptr_t>(p) % 4 == 0) && ...)) {
+      s /= 2;
+      f(reinterpret_cast<std::conditional_t<std::is_const_v<P>, const bfloat16_pair*, bfloat16_pair*>>(p)...);
+      return;
+    }
+  }
+  f(p...);
+}
+
 }  // namespace
 
 template <typename S>
@@ -872,8 +939,11 @@ void batch_norm_leaky_relu_forward(const S* x, S* y, const compute_t<S>* weight,
   if (channels_last) {
     forward_nsc(x, y, weight, bias, mean, var, n, c, s, training, eps, slope);
   } else {
-    forward_ncs(x, y, weight, bias, mean, var, n, c, s, training, eps, slope,
-                stream_output(n * c * s * static_cast<int64_t>(sizeof(S))));
+    const bool stream = stream_output(n * c * s * static_cast<int64_t>(sizeof(S)));
+    int64_t su = s;
+    with_storage_units<S>(su, [&](auto* xu, auto* yu) {
+      forward_ncs(xu, yu, weight, bias, mean, var, n, c, su, training, eps, slope, stream);
+    }, x, y);
   }
 }
 
@@ -895,8 +965,12 @@ void batch_norm_leaky_relu_backward(const S* dy, const S* in, bool from_output, 
     if (channels_last) {
       backward_nsc<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope);
     } else {
-      backward_ncs<S, M>(dy, in, weight, bias, mean, var, dx, grad_weight, grad_bias, n, c, s, training, eps, slope,
-                         stream_output(n * c * s * static_cast<int64_t>(sizeof(S))));
+      const bool stream = stream_output(n * c * s * static_cast<int64_t>(sizeof(S)));
+      int64_t su = s;
+      with_storage_units<S>(su, [&](auto* dyu, auto* inu, auto* dxu) {
+        backward_ncs<std::remove_pointer_t<decltype(dxu)>, M>(dyu, inu, weight, bias, mean, var, dxu, grad_weight,
+                                                              grad_bias, n, c, su, training, eps, slope, stream);
+      }, dy, in, dx);
     }
   };
   if (mode == kFromOutput) {

@@ -69,6 +69,63 @@ template <> inline bfloat16 store<bfloat16>(float v) {
   return bfloat16{static_cast<uint16_t>(v != v ? nan : rounded)};
 }
 
+// Two bfloat16 values in one 32-bit word, the first value in the low half (memory order on a
+// little-endian machine). Loops that read bfloat16 data as pairs keep every value in a 32-bit lane
+// without any shuffle: the low value is word << 16 and the high one word & 0xffff0000, and two rounded
+// results merge with a shift and a bitwise select. Read one at a time, 16-bit values need a widening
+// and a narrowing shuffle per vector, which with 512-bit vectors run on one port (VPMOVZXWD, VPERMT2W:
+// 3 uops). Measured 2026-11-29, one thread, data in L1, ns per value: normalize 0.28 -> 0.19,
+// statistics sums 0.105 -> 0.079, backward dx 0.37 -> 0.28. (float16 as pairs was not faster: its
+// conversions dominate.) The kernels read bfloat16 tensors through this type, never the same memory
+// as both types in one function. It is not marked may_alias: GCC then kept the unit in memory inside
+// OpenMP simd loops and vectorized none of them.
+struct bfloat16_pair {
+  uint32_t bits;
+};
+template <>
+struct compute_type<bfloat16_pair> {
+  using type = float;
+};
+
+// How a loop sees one storage unit: kValues values, value(v, e) is the e-th. map(f, x, k...) is the unit
+// of f(value, k...) for each value of x, map2(f, x, y, k...) that of f(value of x, value of y, k...).
+// (f is called per value rather than filling an array of results: OpenMP simd loops keep a local array
+// in memory, one copy per lane, and GCC then does not vectorize them.)
+template <typename S>
+struct units {
+  using C = compute_t<S>;
+  static constexpr int kValues = 1;
+  static C value(S v, int) { return load(v); }
+  template <typename F, typename... K>
+  static S map(F&& f, S x, K... k) {
+    return store<S>(f(load(x), k...));
+  }
+  template <typename F, typename... K>
+  static S map2(F&& f, S x, S y, K... k) {
+    return store<S>(f(load(x), load(y), k...));
+  }
+};
+template <>
+struct units<bfloat16_pair> {
+  using S = bfloat16_pair;
+  static constexpr int kValues = 2;
+  static float value(S v, int e) { return bits_to_float(e == 0 ? v.bits << 16 : v.bits & 0xffff0000u); }
+  static S join(bfloat16 lo, bfloat16 hi) {
+    S out;
+    out.bits = static_cast<uint32_t>(lo.bits) | (static_cast<uint32_t>(hi.bits) << 16);
+    return out;
+  }
+  template <typename F, typename... K>
+  static S map(F&& f, S x, K... k) {
+    return join(store<bfloat16>(f(value(x, 0), k...)), store<bfloat16>(f(value(x, 1), k...)));
+  }
+  template <typename F, typename... K>
+  static S map2(F&& f, S x, S y, K... k) {
+    return join(store<bfloat16>(f(value(x, 0), value(y, 0), k...)),
+                store<bfloat16>(f(value(x, 1), value(y, 1), k...)));
+  }
+};
+
 // exp in the compute type: the vectorizable float32 version, libm for double (gradcheck path).
 inline float exp_c(float x) { return exp_f32(x); }
 inline double exp_c(double x) { return __builtin_exp(x); }
