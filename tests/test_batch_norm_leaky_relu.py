@@ -649,6 +649,11 @@ def test_cpu_normalize_sample_spans(shape, train, dtype):
     check_step(ref, fused, random_input(shape, dtype, "cpu", 4), dtype, f"sample spans {shape}", train=train)
 
 
+def offset_copy(t, offset=1):
+    """A copy of t whose data starts `offset` elements into its storage (for bfloat16: 2 bytes off a word)."""
+    return torch.empty(t.numel() + offset, dtype=t.dtype)[offset:].view(t.shape).copy_(t)
+
+
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "offset1"])
 @pytest.mark.parametrize("shape,train", [((23, 48, 8, 8), True), ((17, 32, 32, 34), True), ((7, 32, 32, 34), True),
                                          ((3, 2, 120, 100), True), ((9, 40, 6, 6), False), ((5, 6, 2, 3), False)],
@@ -663,10 +668,71 @@ def test_cpu_bfloat16_pairs(shape, train, offset):
     ref, fused = cpu_pair(shape, train)
     x = random_input(shape, torch.bfloat16, "cpu", 5)
     if offset:
-        x = torch.empty(x.numel() + offset, dtype=x.dtype)[offset:].view(shape).copy_(x)
+        x = offset_copy(x, offset)
         assert x.data_ptr() % 4 == 2
     check_step(ref, fused, x, torch.bfloat16, f"bfloat16 pairs {shape} offset {offset}", train=train,
                keep_storage=True)
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("shape", [(23, 48, 8, 8), (7, 32, 32, 34), (17, 32, 32, 34), (3, 2, 120, 100),
+                                   (9, 40, 6, 6), (5, 6, 2, 3), (1, 33, 1, 2), (16, 33, 1, 2), (6, 1, 3, 7)],
+                         ids=str)
+def test_cpu_bfloat16_pairs_match_one_value_path(shape, slope):
+    """Every kernel op on bfloat16 pairs (aligned data, S even) against the same op on an offset copy (the
+    one-value loops), with the input and gradient streams of each op. Eval mode computes every value
+    alone: the outputs must be bit-identical. Training statistics are sums grouped differently: they
+    must agree to float32 rounding, and the outputs to one bfloat16 step. Includes ReLU, the memory-saving
+    ops (in-place forward, backward from the output), one-word runs (N = 1, S = 2), one-word spans, and
+    C = 1 with odd S (S*N even: the one-value path for a shape the chunked pass could pair)."""
+    skip_unless_op_runs("cpu", "cpu")
+    op = torch.ops.gencore
+    c = shape[1]
+    x = random_input(shape, torch.bfloat16, "cpu", 6)
+    g = random_input(shape, torch.bfloat16, "cpu", 7)
+    w, b = torch.rand(c) + 0.5, torch.randn(c)
+    rm, rv = torch.randn(c), torch.rand(c) + 0.5
+
+    def run(x, g, given=None):
+        """Every op; the backward ops take their saved tensors from `given` (the pair path's forward) when
+        set, so that each backward compares kernels on the same inputs."""
+        def same_storage(t):
+            return t.clone() if x.data_ptr() % 4 == 0 else offset_copy(t)
+
+        out = {}
+        for training in (True, False):
+            y, mean, var = op.batch_norm_leaky_relu_forward(x, w, b, rm, rv, training, 1e-5, slope)
+            out[training] = dict(y=y, mean=mean, var=var)
+            if slope > 0:
+                xi = same_storage(x)
+                mean_i, var_i = op.batch_norm_leaky_relu_forward_inplace(xi, w, b, rm, rv, training, 1e-5, slope)
+                out[training].update(y_inplace=xi, mean_inplace=mean_i, var_inplace=var_i)
+            saved = given[training] if given else out[training]
+            out[training].update(zip(("dx", "dw", "db"), op.batch_norm_leaky_relu_backward(
+                g, x, w, b, saved["mean"], saved["var"], training, 1e-5, slope)))
+            if slope > 0:
+                out[training].update(zip(("dx_from_output", "dw_from_output", "db_from_output"),
+                                         op.batch_norm_leaky_relu_backward_from_output(
+                                             g, same_storage(saved["y_inplace"]), w, b, saved["mean_inplace"],
+                                             saved["var_inplace"], training, 1e-5, slope)))
+        return out
+
+    paired = run(x, g)
+    single = run(offset_copy(x), offset_copy(g), given=paired)
+    assert offset_copy(x).data_ptr() % 4 == 2
+    for name, a in paired[False].items():  # eval: every value computed alone, so bit for bit
+        e = single[False][name]
+        if a.dtype == torch.bfloat16:
+            assert torch.equal(a, e), f"eval {name} differs between the pair and one-value paths"
+    m = x.numel() // c
+    for name, a in paired[True].items():
+        e = single[True][name]
+        if a.dtype == torch.bfloat16:  # outputs: one bfloat16 step apart at most (statistics in the last bits)
+            torch.testing.assert_close(a.float(), e.float(), rtol=2 ** -7, atol=2 ** -7 * e.float().abs().max().item(),
+                                       msg=f"training {name}")
+        else:  # float32 statistics and parameter gradients: sums of m terms grouped differently
+            torch.testing.assert_close(a, e, rtol=1e-6 * max(1.0, m ** 0.5), atol=1e-6 * max(1.0, m ** 0.5),
+                                       msg=f"training {name}")
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 300, 300), (300, 32, 30, 30)], ids=str)
