@@ -735,6 +735,36 @@ def test_cpu_bfloat16_pairs_match_one_value_path(shape, slope):
                                        msg=f"training {name}")
 
 
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("shape", [(23, 48, 8, 8), (2, 32, 40, 40), (17, 32, 32, 34)], ids=str)
+def test_cpu_bfloat16_pairs_subnormal_and_special_outputs(shape, slope):
+    """Outputs that are float32 subnormals (and NaN, inf inputs): the AVX-512 BF16 normalize loop of
+    bfloat16 pairs (where the build has it) rounds with an instruction that reads subnormals as zero and
+    must hand such blocks to the exact portable loop. Eval mode (spans, runs) must match the one-value
+    path bit for bit; training (a float32-subnormal weight) must match it to a bfloat16 step."""
+    skip_unless_op_runs("cpu", "cpu")
+    op = torch.ops.gencore
+    c = shape[1]
+    clean = random_input(shape, torch.bfloat16, "cpu", 8)  # training: outputs ~ weight = 1e-39
+    special = (clean.float() * 1e-36).to(torch.bfloat16)  # eval: x * 1e-3 (no NaN in training: all would be)
+    flat = special.view(-1)
+    flat[::97] = float("nan")
+    flat[5::89] = float("inf")
+    flat[7::83] = -float("inf")
+    rm, rv, b = torch.zeros(c), torch.ones(c), torch.zeros(c)
+    for training, x, w in ((False, special, torch.full((c,), 1e-3)), (True, clean, torch.full((c,), 1e-39))):
+        y_pair = op.batch_norm_leaky_relu_forward(x, w, b, rm, rv, training, 1e-5, slope)[0]
+        y_one = op.batch_norm_leaky_relu_forward(offset_copy(x), w, b, rm, rv, training, 1e-5, slope)[0]
+        finite = y_one.float().isfinite()
+        assert (y_one.float()[finite] != 0).any(), "no nonzero outputs: the test would not see a flush"
+        if not training:
+            tiny = y_one.float().abs() < torch.finfo(torch.float32).tiny
+            assert (tiny & (y_one.float() != 0)).any(), "no subnormal outputs"
+            assert torch.equal(y_pair.view(torch.int16), y_one.view(torch.int16)), "eval outputs differ"
+        else:
+            torch.testing.assert_close(y_pair.float(), y_one.float(), rtol=2 ** -7, atol=1e-44, equal_nan=True)
+
+
 @pytest.mark.parametrize("shape", [(1, 32, 300, 300), (300, 32, 30, 30)], ids=str)
 def test_large_channel_slice_cpu(shape):
     """C >= 32 with one channel larger than the cached (fused) schedule takes (1 MiB): the two-pass path,

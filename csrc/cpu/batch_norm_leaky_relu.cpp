@@ -20,6 +20,10 @@
 #include "cpu/kernels.h"
 #include "cpu/stream_store.h"
 
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
 namespace gencore::cpu {
 
 namespace {
@@ -209,12 +213,56 @@ GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, comp
   }
 }
 
+#if defined(__AVX512BF16__)
+// The normalize loop of bfloat16 pairs with AVX512-BF16: VCVTNE2PS2BF16 rounds 32 float results to
+// bfloat16 (nearest-even, NaN kept quiet with its top payload bits, as store<bfloat16>) in one
+// instruction where the portable rounding takes about seven per 16 values, half of that loop's work.
+// The instruction reads float32 subnormals as zero, so a block holding one stops the loop; the caller's
+// portable loop does the rest exactly. Normalizes units [0, return value) of p into q with per-lane
+// (Lanes) or scalar constants a, b. Measured 2026-11-29 (standalone harness, two threads, forward
+// ns per value, three alternating runs): 64x512x8x8 0.26/0.21/0.28 -> 0.20/0.21/0.20, 64x256x16x16
+// 0.26/0.27/0.29 -> 0.22/0.20/0.25, 64x128x32x32 0.25/0.25/0.19 -> 0.17/0.24/0.31 (noisy host).
+template <bool Relu, bool Lanes>
+inline int64_t normalize_bf16_pairs_avx512(const bfloat16_pair* p, bfloat16_pair* q, int64_t len, const float* a,
+                                           const float* b, float slope) {
+  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+  // VCVTNE2PS2BF16(hi, lo) puts lo's 16 results in the low 256 bits, hi's above; pairs interleave them.
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                              22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512 vslope = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();
+  const auto act = [&](__m512 v) {
+    if constexpr (Relu) {  // v <= 0 -> 0; NaN stays (as activate<true>)
+      return _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero);
+    } else {  // not v > 0 (NaN included) -> v * slope (as activate<false>)
+      return _mm512_mask_mul_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_NGT_UQ), v, vslope);
+    }
+  };
+  int64_t i = 0;
+  for (; i + 16 <= len; i += 16) {
+    const __m512i w = _mm512_loadu_si512(p + i);
+    const __m512 va = Lanes ? _mm512_loadu_ps(a + i) : _mm512_set1_ps(*a);
+    const __m512 vb = Lanes ? _mm512_loadu_ps(b + i) : _mm512_set1_ps(*b);
+    const __m512 lo = act(_mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), va, vb));
+    const __m512 hi = act(_mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w, high_half)), va, vb));
+    if (__builtin_expect((_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) != 0, 0)) break;
+    _mm512_storeu_si512(q + i, _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
+  }
+  return i;
+}
+#endif
+
 template <typename S>
 GENCORE_RUN_LOOP void normalize_run(const S* p, S* q, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> slope, bool relu) {
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
+    int64_t i0 = 0;
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<S, bfloat16_pair>) {
+      i0 = normalize_bf16_pairs_avx512<decltype(r)::value, false>(p, q, len, &a, &b, slope);
+    }
+#endif
 #pragma omp simd
-    for (int64_t i = 0; i < len; ++i) q[i] = units<S>::map(y, p[i], a, b);
+    for (int64_t i = i0; i < len; ++i) q[i] = units<S>::map(y, p[i], a, b);
   });
 }
 
@@ -310,8 +358,14 @@ GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a
                                      int64_t lanes, compute_t<S> slope, bool relu) {
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
+    int64_t i0 = 0;
+#if defined(__AVX512BF16__)
+    if constexpr (std::is_same_v<S, bfloat16_pair>) {
+      i0 = normalize_bf16_pairs_avx512<decltype(r)::value, true>(row, out, lanes, a, b, slope);
+    }
+#endif
 #pragma omp simd
-    for (int64_t i = 0; i < lanes; ++i) out[i] = units<S>::map(y, row[i], a[i], b[i]);
+    for (int64_t i = i0; i < lanes; ++i) out[i] = units<S>::map(y, row[i], a[i], b[i]);
   });
 }
 
