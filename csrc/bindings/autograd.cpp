@@ -3,9 +3,10 @@
 //
 // Why C++ and not torch.library.register_autograd from Python (as the Triton twins do): the Python
 // wrapper costs ~12 us per forward call and ~15 us per backward (measured on the CPU,
-// docs/decisions.md), which was a third of a VAE-sized reparameterize_kl step (128 x 128). The functions below only save tensors and call the forward/backward ops through the
-// dispatcher, so each device's kernel is picked there and the fake (meta) kernels registered from
-// Python still serve torch.compile, which traces these functions like any C++ autograd kernel.
+// docs/decisions.md), which was a third of a VAE-sized reparameterize_kl step (128 x 128). The
+// functions below only save tensors and call the forward/backward ops through the dispatcher, so each
+// device's kernel is picked there and the fake (meta) kernels registered from Python still serve
+// torch.compile, which traces these functions like any C++ autograd kernel.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>

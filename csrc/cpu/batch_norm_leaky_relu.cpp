@@ -416,7 +416,8 @@ void forward_span(const S* x, S* y, Affine<compute_t<S>>& aff, double* s1, doubl
 // The normalize pass outside the cached schedule (eval mode; training with C < 32 or with a channel slice
 // too large for L2) when runs are short: each sample's C*S values are one span, normalized in memory
 // order by one vector loop with the per-channel constants spread per position, instead of a loop call,
-// prologue and tail per run of S values. Measured 2026-11-29 (eval forward, float32, two threads, ns per value, minimum of 60): S = 16
+// prologue and tail per run of S values. Measured 2026-11-29 (eval forward, float32, two threads, ns per
+// value, minimum of 60): S = 16
 // 0.59 -> 0.15 (64x128x4x4) and 0.56 -> 0.39 (8x512x4x4), S = 32 0.32 -> 0.19, S = 49 0.30 -> 0.23,
 // S = 64 0.21 -> 0.18 (64x128x8x8) or even (64x512x8x8), S = 256 even; on 4 samples setting up the
 // spread arrays cost more than the runs did (4x64x4x4: 1.22 -> 1.34), hence the minimum of 8. Spread
@@ -476,7 +477,8 @@ void forward_ncs(const S* x, S* y, const compute_t<S>* weight, const compute_t<S
       }
       for_each_sample_block(n, n, [&](int64_t i, auto r) {
         for (int64_t ch = c0; ch < c1; ++ch) {
-          shifted_sums<r.value>(x + (i * c + ch) * s, c * s, s, units<S>::value(x[ch * s], 0), s1[ch - c0], s2[ch - c0]);
+          shifted_sums<r.value>(x + (i * c + ch) * s, c * s, s, units<S>::value(x[ch * s], 0), s1[ch - c0],
+                                s2[ch - c0]);
         }
       });
       for (int64_t ch = c0; ch < c1; ++ch) {
@@ -818,7 +820,9 @@ void backward_span(const S* dy, const S* in, S* dx, BackwardCoef<compute_t<S>>& 
     lane_bwd_sums_rows<r.value, S, Mode>(dy + off, in + off, c * s, a.data(), b.data(), center.data(), sl, isl, e1,
                                          e2, len);
   });
-  for (int64_t ch = c0; ch < c1; ++ch) k.finish(ch, s1[ch - c0], s2[ch - c0], n * s * units<S>::kValues, true, grad_weight, grad_bias);
+  for (int64_t ch = c0; ch < c1; ++ch) {
+    k.finish(ch, s1[ch - c0], s2[ch - c0], n * s * units<S>::kValues, true, grad_weight, grad_bias);
+  }
   const LineVector<C> k2 = spread_of(k.k2), k0 = spread_of(k.k0);
   for (int64_t i = 0; i < n; ++i) {
     const int64_t off = (i * c + c0) * s;
