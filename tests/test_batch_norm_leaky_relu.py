@@ -738,10 +738,10 @@ def test_cpu_bfloat16_pairs_match_one_value_path(shape, slope):
 @pytest.mark.parametrize("slope", [0.2, 0.0])
 @pytest.mark.parametrize("shape", [(23, 48, 8, 8), (2, 32, 40, 40), (17, 32, 32, 34)], ids=str)
 def test_cpu_bfloat16_pairs_subnormal_and_special_outputs(shape, slope):
-    """Outputs that are float32 subnormals (and NaN, inf inputs): the AVX-512 BF16 normalize loop of
-    bfloat16 pairs (where the build has it) rounds with an instruction that reads subnormals as zero and
-    must hand such blocks to the exact portable loop. Eval mode (spans, runs) must match the one-value
-    path bit for bit; training (a float32-subnormal weight) must match it to a bfloat16 step."""
+    """Outputs that are float32 subnormals (and NaN, inf inputs): the AVX-512 BF16 normalize and dx loops
+    of bfloat16 pairs (where the build has them) round with an instruction that reads subnormals as zero
+    and must hand such blocks to the exact portable loop. Eval forward (spans, runs) must match the
+    one-value path bit for bit; training forward and dx (a float32-subnormal weight) to a bfloat16 step."""
     skip_unless_op_runs("cpu", "cpu")
     op = torch.ops.gencore
     c = shape[1]
@@ -761,8 +761,15 @@ def test_cpu_bfloat16_pairs_subnormal_and_special_outputs(shape, slope):
             tiny = y_one.float().abs() < torch.finfo(torch.float32).tiny
             assert (tiny & (y_one.float() != 0)).any(), "no subnormal outputs"
             assert torch.equal(y_pair.view(torch.int16), y_one.view(torch.int16)), "eval outputs differ"
-        else:
+        else:  # and dx (training: the dx loop), ~ weight = 1e-39 as well
             torch.testing.assert_close(y_pair.float(), y_one.float(), rtol=2 ** -7, atol=1e-44, equal_nan=True)
+            _, mean, var = op.batch_norm_leaky_relu_forward(x, w, b, rm, rv, training, 1e-5, slope)
+            g = random_input(shape, torch.bfloat16, "cpu", 9)
+            dx_pair = op.batch_norm_leaky_relu_backward(g, x, w, b, mean, var, training, 1e-5, slope)[0]
+            dx_one = op.batch_norm_leaky_relu_backward(offset_copy(g), offset_copy(x), w, b, mean, var, training, 1e-5,
+                                                       slope)[0]
+            assert (dx_one.float().abs() < torch.finfo(torch.float32).tiny).logical_and(dx_one != 0).any()
+            torch.testing.assert_close(dx_pair.float(), dx_one.float(), rtol=2 ** -7, atol=1e-44)
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 300, 300), (300, 32, 30, 30)], ids=str)
