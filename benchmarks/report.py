@@ -191,6 +191,9 @@ def evaluate_targets(grouped: dict) -> list[dict]:
                     elif metric.startswith("min_"):
                         status = "met" if value >= goal else \
                             f"missed: {value:.2f} vs ≥ {goal:g} ({(1 - value / goal) * 100:.0f}% short)"
+                        ceiling = row.get("speedup_vs_eager_ceiling")
+                        if status != "met" and metric == "min_speedup_vs_eager" and ceiling:
+                            status += f"; ceiling at copy bandwidth {ceiling:.2f}×"
                     else:
                         status = "met" if value <= goal else \
                             f"missed: {value:.2f} vs ≤ {goal:g} ({(value / goal - 1) * 100:.0f}% over)"
@@ -245,6 +248,9 @@ def timing_table(cases: list[dict]) -> list[str]:
     header += ["compile ×eager"] if "compile" in providers and "eager" in providers else []
     if has_bw:
         header += ["best GB/s", "% of copy"]
+    has_ceiling = any(r.get("speedup_vs_eager_ceiling") for c in cases for r in c["rows"].values())
+    if has_ceiling:
+        header += ["×eager ceiling"]
     body = []
     for c in cases:
         rows, f = c["rows"], c["first"]
@@ -261,6 +267,9 @@ def timing_table(cases: list[dict]) -> list[str]:
             frac = best.get("copy_fraction")
             line += [f"{best.get('achieved_gbps', 0):.1f} ({best['provider']})" if best.get("achieved_gbps") else "–",
                      f"{frac * 100:.0f}% of {best['copy_gbps']:.0f}" if frac else "–"]
+        if has_ceiling:
+            ceiling = next((r["speedup_vs_eager_ceiling"] for r in rows.values() if r.get("speedup_vs_eager_ceiling")), None)
+            line.append(fmt_ratio(ceiling))
         body.append(line)
     return md_table(header, body)
 
@@ -310,7 +319,9 @@ def render(rows: list[dict], run: dict, title: str, images: dict) -> str:
            f"{stat_word} divided by this provider's (above 1 is faster). `best GB/s` = bytes the op must move / "
            f"{stat_word} of the fastest "
            "gencore provider; `% of copy` compares it with this machine's copy bandwidth at a similar size, "
-           "measured in the same run.", ""]
+           "measured in the same run. `×eager ceiling` = the eager time divided by the time those bytes take at "
+           "that copy bandwidth: the most ×eager an implementation moving those bytes through memory could reach "
+           "in this run.", ""]
     for (op, device), cases in grouped.items():
         out += [f"## {op} ({device})", ""]
         out += timing_table(cases)

@@ -71,7 +71,8 @@ def group_by_case(results: list[dict]) -> list[dict]:
 
 
 def add_ratios(results: list[dict], stat: str = "median") -> None:
-    """Fill speedup_vs_eager / speedup_vs_compile / memory_vs_eager / achieved_gbps / copy_fraction in
+    """Fill speedup_vs_eager / speedup_vs_compile / memory_vs_eager / achieved_gbps / copy_fraction /
+    speedup_vs_eager_ceiling in
     each result's extra_info from the `stat` ("median" or "min") of the eager and compile results of
     the same case (same run)."""
     for providers in group_by_case(results):
@@ -87,3 +88,8 @@ def add_ratios(results: list[dict], stat: str = "median") -> None:
                 info["memory_vs_eager"] = round(info["peak_mem_bytes"] / base_mem, 3)
             if info.get("achieved_gbps") and info.get("copy_gbps"):
                 info["copy_fraction"] = round(info["achieved_gbps"] / info["copy_gbps"], 3)
+            if "eager" in providers and info.get("bytes") and info.get("copy_gbps"):
+                # The most x eager any provider could reach in this run: the op's minimum bytes moved at
+                # the measured copy bandwidth. A speed target above it asks for more than memory allows.
+                eager_t = providers["eager"]["stats"][stat]
+                info["speedup_vs_eager_ceiling"] = round(eager_t * info["copy_gbps"] * 1e9 / info["bytes"], 3)
