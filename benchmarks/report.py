@@ -392,6 +392,18 @@ def plot(grouped: dict, img_dir: str, prefix: str = "") -> dict:
                     ax.plot(xs, [lines[name][x] for x in xs], marker="o", label=name,
                             linestyle="--" if name.startswith("compile") else "-")
                     plotted = True
+                ceiling = {}  # the most x eager an op moving its minimum bytes at copy bandwidth could reach
+                for c in sub:
+                    top = next((r["speedup_vs_eager_ceiling"] for r in c["rows"].values()
+                                if r.get("speedup_vs_eager_ceiling")), None)
+                    if top:  # variants of one shape (e.g. two slopes): the highest
+                        x = labels.index(fmt_shape(c["first"]["shape"]))
+                        ceiling[x] = max(top, ceiling.get(x, 0.0))
+                if ceiling:
+                    xs = sorted(ceiling)
+                    ax.plot(xs, [ceiling[x] for x in xs], color="gray", linestyle=":", marker="_",
+                            label="ceiling at copy bandwidth")
+                    lines["_ceiling"] = ceiling
                 ax.axhline(1.0, color="gray", linewidth=0.8)
                 ax.set_yscale("log")
                 values = [v for line in lines.values() for v in line.values()] + [1.0]
