@@ -84,6 +84,18 @@ def test_report_builtin_issue_targets(tmp_path):
     assert "×eager ceiling |" in md and "| 100.00× |" in md
 
 
+def test_issue_targets_skip_the_channels_last_cases(tmp_path):
+    bn = dict(op="batch_norm_leaky_relu", shape=(64, 512, 8, 8), mode="forward+backward", negative_slope=0.2)
+    rs = [result("eager", 10e-3, **bn), result("compile", 5e-3, **bn), result("gencore-cpu", 2e-3, **bn),
+          result("eager", 10e-3, layout="channels_last", **bn), result("compile", 5e-3, layout="channels_last", **bn),
+          result("gencore-cpu", 8e-3, layout="channels_last", **bn)]
+    path = write(tmp_path, "bn.json", rs)
+    assert report.main([path, "--out", str(tmp_path / "o"), "--quiet", "--no-plots"]) == 0
+    md = (tmp_path / "o" / "benchmark_report.md").read_text()
+    assert "layout=channels_last, negative_slope=0.2" in md  # its own row
+    assert "2 of 2 targets met" in md  # the contiguous case's two; none for channels-last (1.25x eager)
+
+
 def test_report_refuses_a_file_without_gencore_results(tmp_path):
     path = write(tmp_path, "empty.json", [])
     assert report.main([path, "--out", str(tmp_path), "--quiet"]) == 1
