@@ -269,8 +269,8 @@ def timing_table(cases: list[dict]) -> list[str]:
             line += [f"{best.get('achieved_gbps', 0):.1f} ({best['provider']})" if best.get("achieved_gbps") else "–",
                      f"{frac * 100:.0f}% of {best['copy_gbps']:.0f}" if frac else "–"]
         if has_ceiling:
-            ceiling = next((r["speedup_vs_eager_ceiling"] for r in rows.values() if r.get("speedup_vs_eager_ceiling")), None)
-            line.append(fmt_ratio(ceiling))
+            line.append(fmt_ratio(next((r["speedup_vs_eager_ceiling"] for r in rows.values()
+                                        if r.get("speedup_vs_eager_ceiling")), None)))
         body.append(line)
     return md_table(header, body)
 

@@ -267,7 +267,6 @@ inline int64_t normalize_bf16_pairs_avx512(const bfloat16_pair* p, bfloat16_pair
   }
   return i;
 }
-
 #endif
 
 template <typename S>
@@ -747,11 +746,13 @@ inline int64_t dx_bf16_pairs_avx512(const bfloat16_pair* g, const bfloat16_pair*
       } else {
         neg = _mm512_cmp_ps_mask(_mm512_fmadd_ps(vv, a, b), zero, _CMP_NGT_UQ);
       }
-      const __m512 dz = Mode == kFromInputRelu ? _mm512_mask_mov_ps(gv, neg, zero) : _mm512_mask_mul_ps(gv, neg, gv, vslope);
+      const __m512 dz =
+          Mode == kFromInputRelu ? _mm512_mask_mov_ps(gv, neg, zero) : _mm512_mask_mul_ps(gv, neg, gv, vslope);
       const __m512 t = _mm512_mul_ps(_mm512_sub_ps(u, c), q2);
       return _mm512_add_ps(_mm512_fmsub_ps(dz, a, t), q0);
     };
-    const __m512 lo = dx(_mm512_castsi512_ps(_mm512_slli_epi32(wg, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(wv, 16)));
+    const __m512 lo =
+        dx(_mm512_castsi512_ps(_mm512_slli_epi32(wg, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(wv, 16)));
     const __m512 hi = dx(_mm512_castsi512_ps(_mm512_and_si512(wg, high_half)),
                          _mm512_castsi512_ps(_mm512_and_si512(wv, high_half)));
     if (!store_bf16_pairs_avx512(out + i, lo, hi)) break;
