@@ -201,9 +201,9 @@ inline auto tree_sum(F&& f) {
   }
 }
 
-// Sums of (x - shift) over R runs p + r * stride, r < R, of len units each. (The unroll pragmas in this
-// and the other loops over rows and values: without them GCC 12 kept the nested loops of bfloat16_pair
-// units and vectorized nothing.)
+// Sums of (x - shift) over R runs p + r * stride, r < R, of len units each. (tree_sum expands the rows
+// and values at compile time; the other loops over rows and values need `#pragma GCC unroll`: without it
+// GCC 12 kept the nested loops of bfloat16_pair units and vectorized nothing.)
 template <int R, typename S>
 GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, compute_t<S> shift, double& s1,
                                    double& s2) {
