@@ -772,6 +772,47 @@ def test_cpu_bfloat16_pairs_subnormal_and_special_outputs(shape, slope):
             torch.testing.assert_close(dx_pair.float(), dx_one.float(), rtol=2 ** -7, atol=1e-44)
 
 
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+@pytest.mark.parametrize("shape", [(23, 48, 8, 8), (2, 32, 40, 40), (17, 32, 32, 34)], ids=str)
+def test_cpu_float16_nan_payloads_and_subnormal_outputs(shape, slope):
+    """float16: the AVX-512 normalize and dx loops (where the build has them) convert with VCVTPH2PS /
+    VCVTPS2PH, which keep a NaN's payload where the portable store writes the quiet NaN 0x7e00 (with the
+    sign), so a block with a NaN result must go to the portable loop: NaN inputs with payloads give
+    exactly 0x7e00 / 0xfe00, forward and dx. Half-subnormal outputs must match a float64 reference."""
+    skip_unless_op_runs("cpu", "cpu")
+    op = torch.ops.gencore
+    c = shape[1]
+    canonical = {0x7E00, 0xFE00 - 0x10000}  # as int16
+    x = random_input(shape, torch.float16, "cpu", 8)
+    flat = x.view(-1)
+    flat[5::83] = float("inf")
+    flat[7::79] = -float("inf")
+    bits = x.view(torch.int16).view(-1)
+    bits[::97] = 0x7D55  # signaling NaN with a payload
+    bits[3::89] = 0xFD2A - 0x10000  # negative signaling NaN with another payload
+    rm, rv, b = torch.zeros(c), torch.ones(c), torch.zeros(c)
+    w = torch.full((c,), 3e-5)  # outputs below the smallest normal half (6.1e-5)
+    y = op.batch_norm_leaky_relu_forward(x, w, b, rm, rv, False, 1e-5, slope)[0]
+    assert torch.equal(y.isnan(), x.isnan())
+    assert set(y.view(torch.int16)[y.isnan()].unique().tolist()) <= canonical
+    pre = x.double() * (3e-5 / (1 + 1e-5) ** 0.5)
+    ref = torch.where(pre > 0, pre, pre * slope) if slope else pre.clamp(min=0)
+    ref = torch.where(x.isnan(), x.double(), ref).half()
+    finite = ref.float().isfinite() & (ref != 0)
+    assert (finite & (ref.float().abs() < torch.finfo(torch.float16).tiny)).any(), "no subnormal outputs"
+    torch.testing.assert_close(y.float(), ref.float(), rtol=2 ** -10, atol=2 ** -24, equal_nan=True)
+    # dx: one NaN with a payload in dy makes its channel's sums, and so all of its dx, NaN.
+    xt = random_input(shape, torch.float16, "cpu", 10)
+    w1 = torch.ones(c)
+    _, mean, var = op.batch_norm_leaky_relu_forward(xt, w1, b, rm, rv, True, 1e-5, slope)
+    g = random_input(shape, torch.float16, "cpu", 11)
+    top = int(xt[0, 1].float().argmax())  # x above the channel mean: pre > 0, so ReLU passes dy on too
+    g.view(torch.int16)[0, 1].view(-1)[top] = 0x7D55
+    dx = op.batch_norm_leaky_relu_backward(g, xt, w1, b, mean, var, True, 1e-5, slope)[0]
+    assert dx[:, 1].isnan().all() and dx[:, [0] + list(range(2, c))].isfinite().all()
+    assert set(dx.view(torch.int16)[:, 1].unique().tolist()) <= canonical
+
+
 @pytest.mark.parametrize("shape", [(1, 32, 300, 300), (300, 32, 30, 30)], ids=str)
 def test_large_channel_slice_cpu(shape):
     """C >= 32 with one channel larger than the cached (fused) schedule takes (1 MiB): the two-pass path,

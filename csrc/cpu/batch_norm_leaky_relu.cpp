@@ -20,7 +20,7 @@
 #include "cpu/kernels.h"
 #include "cpu/stream_store.h"
 
-#if defined(__AVX512BF16__)
+#if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
 
@@ -224,30 +224,82 @@ GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, comp
   }
 }
 
-#if defined(__AVX512BF16__)
-// Stores 16 pairs from the results for their low (lo) and high (hi) values, rounded by VCVTNE2PS2BF16;
-// false (nothing stored) when one of them is a float32 subnormal, which that instruction reads as zero.
-inline bool store_bf16_pairs_avx512(bfloat16_pair* q, __m512 lo, __m512 hi) {
-  // VCVTNE2PS2BF16(hi, lo) puts lo's 16 results in the low 256 bits, hi's above; pairs interleave them.
-  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
-                                              22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
-  if (__builtin_expect((_mm512_fpclass_ps_mask(lo, 0x20) | _mm512_fpclass_ps_mask(hi, 0x20)) != 0, 0)) return false;
-  _mm512_storeu_si512(q, _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(hi, lo)));
-  return true;
-}
+#if defined(__AVX512F__)
+// ---- AVX-512 loops with exact hardware conversions (bfloat16 pairs, float16) ----------------------------
+// The portable loops convert 16-bit values with integer and float operations, about half of their work.
+// The loops below convert with one instruction instead, through a codec: load gives the float32 vectors
+// of 16 storage units, store writes 16 units from them or returns false (nothing stored) for a block
+// whose results that instruction would not encode as the portable store<S> does; the loop then stops
+// and the caller's portable loop does the rest of the run exactly.
 
-// The normalize loop of bfloat16 pairs with AVX512-BF16: VCVTNE2PS2BF16 rounds 32 float results to
-// bfloat16 (nearest-even, NaN kept quiet with its top payload bits, as store<bfloat16>) in one
-// instruction where the portable rounding takes about seven per 16 values, half of that loop's work.
-// The instruction reads float32 subnormals as zero, so a block holding one stops the loop; the caller's
-// portable loop does the rest exactly. Normalizes units [0, return value) of p into q with per-lane
-// (Lanes) or scalar constants a, b. Measured 2026-11-29 (standalone harness, two threads, forward
-// ns per value, three alternating runs): 64x512x8x8 0.26/0.21/0.28 -> 0.20/0.21/0.20, 64x256x16x16
-// 0.26/0.27/0.29 -> 0.22/0.20/0.25, 64x128x32x32 0.25/0.25/0.19 -> 0.17/0.24/0.31 (noisy host).
-template <bool Relu, bool Lanes>
-inline int64_t normalize_bf16_pairs_avx512(const bfloat16_pair* p, bfloat16_pair* q, int64_t len, const float* a,
-                                           const float* b, float slope) {
-  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+// float16: VCVTPH2PS / VCVTPS2PH (round to nearest even). Both match load / store<float16> bit for bit on
+// every non-NaN value (checked 2026-11-29 on all 65536 halves and on every 7th float32 pattern); NaN
+// payloads differ, so a block with a NaN result goes to the portable loop.
+// K float32 vectors (a struct: std::array<__m512, K> drops the vector type's attributes, GCC warns).
+template <int K>
+struct M512s {
+  __m512 v[K];
+};
+
+struct F16Vectors {
+  using Unit = float16;
+  static constexpr int kVectors = 1;
+  static M512s<1> load(const float16* p) {
+    // The maskz forms with every lane set are the same instructions; the plain intrinsics of GCC 12 start
+    // from an "undefined" vector and warn -Wmaybe-uninitialized wherever they are inlined.
+    return {_mm512_maskz_cvtph_ps(static_cast<__mmask16>(-1), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+  }
+  static bool store(float16* q, const M512s<1>& v) {
+    if (__builtin_expect(_mm512_fpclass_ps_mask(v.v[0], 0x81) != 0, 0)) return false;  // QNaN or SNaN
+    const __m256i h =
+        _mm512_maskz_cvtps_ph(static_cast<__mmask16>(-1), v.v[0], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), h);
+    return true;
+  }
+};
+
+#if defined(__AVX512BF16__)
+// bfloat16 pairs: a word's low value is word << 16, its high one word & 0xffff0000; VCVTNE2PS2BF16 rounds
+// 32 results (nearest even, NaN kept quiet with its top payload bits, as store<bfloat16>) in one
+// instruction where the portable rounding takes about seven per 16 values. It reads float32 subnormals
+// as zero, so a block with a subnormal result goes to the portable loop.
+struct Bf16PairVectors {
+  using Unit = bfloat16_pair;
+  static constexpr int kVectors = 2;
+  static M512s<2> load(const bfloat16_pair* p) {
+    const __m512i w = _mm512_loadu_si512(p);
+    // (maskz form: see F16Vectors::load.)
+    return {_mm512_castsi512_ps(_mm512_maskz_slli_epi32(static_cast<__mmask16>(-1), w, 16)),
+            _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(static_cast<int>(0xffff0000u))))};
+  }
+  static bool store(bfloat16_pair* q, const M512s<2>& v) {
+    // VCVTNE2PS2BF16(hi, lo) puts lo's 16 results in the low 256 bits, hi's above; pairs interleave them.
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23,
+                                                7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    if (__builtin_expect((_mm512_fpclass_ps_mask(v.v[0], 0x20) | _mm512_fpclass_ps_mask(v.v[1], 0x20)) != 0, 0)) {
+      return false;
+    }
+    _mm512_storeu_si512(q, _mm512_permutexvar_epi16(interleave, (__m512i)_mm512_cvtne2ps_pbh(v.v[1], v.v[0])));
+    return true;
+  }
+};
+#endif
+
+// The codec of storage type S, void where there is none.
+template <typename S> struct avx512_vectors { using type = void; };
+template <> struct avx512_vectors<float16> { using type = F16Vectors; };
+#if defined(__AVX512BF16__)
+template <> struct avx512_vectors<bfloat16_pair> { using type = Bf16PairVectors; };
+#endif
+template <typename S> using avx512_vectors_t = typename avx512_vectors<S>::type;
+
+// The normalize loop: units [0, return value) of p into q, with per-lane (Lanes) or scalar constants a, b.
+// Measured 2026-11-29 for bfloat16 pairs (standalone harness, two threads, forward ns per value, three
+// alternating runs): 64x512x8x8 0.26/0.21/0.28 -> 0.20/0.21/0.20, 64x256x16x16 0.26/0.27/0.29 ->
+// 0.22/0.20/0.25, 64x128x32x32 0.25/0.25/0.19 -> 0.17/0.24/0.31 (noisy host).
+template <typename V, bool Relu, bool Lanes>
+inline int64_t normalize_avx512(const typename V::Unit* p, typename V::Unit* q, int64_t len, const float* a,
+                                const float* b, float slope) {
   const __m512 vslope = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();
   const auto act = [&](__m512 v) {
     if constexpr (Relu) {  // v <= 0 -> 0; NaN stays (as activate<true>)
@@ -258,12 +310,11 @@ inline int64_t normalize_bf16_pairs_avx512(const bfloat16_pair* p, bfloat16_pair
   };
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
-    const __m512i w = _mm512_loadu_si512(p + i);
+    M512s<V::kVectors> v = V::load(p + i);
     const __m512 va = Lanes ? _mm512_loadu_ps(a + i) : _mm512_set1_ps(*a);
     const __m512 vb = Lanes ? _mm512_loadu_ps(b + i) : _mm512_set1_ps(*b);
-    const __m512 lo = act(_mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(w, 16)), va, vb));
-    const __m512 hi = act(_mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(w, high_half)), va, vb));
-    if (!store_bf16_pairs_avx512(q + i, lo, hi)) break;
+    for (__m512& e : v.v) e = act(_mm512_fmadd_ps(e, va, vb));
+    if (!V::store(q + i, v)) break;
   }
   return i;
 }
@@ -274,9 +325,9 @@ GENCORE_RUN_LOOP void normalize_run(const S* p, S* q, int64_t len, compute_t<S> 
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
     int64_t i0 = 0;
-#if defined(__AVX512BF16__)
-    if constexpr (std::is_same_v<S, bfloat16_pair>) {
-      i0 = normalize_bf16_pairs_avx512<decltype(r)::value, false>(p, q, len, &a, &b, slope);
+#if defined(__AVX512F__)
+    if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
+      i0 = normalize_avx512<avx512_vectors_t<S>, decltype(r)::value, false>(p, q, len, &a, &b, slope);
     }
 #endif
 #pragma omp simd
@@ -377,9 +428,9 @@ GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
     int64_t i0 = 0;
-#if defined(__AVX512BF16__)
-    if constexpr (std::is_same_v<S, bfloat16_pair>) {
-      i0 = normalize_bf16_pairs_avx512<decltype(r)::value, true>(row, out, lanes, a, b, slope);
+#if defined(__AVX512F__)
+    if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
+      i0 = normalize_avx512<avx512_vectors_t<S>, decltype(r)::value, true>(row, out, lanes, a, b, slope);
     }
 #endif
 #pragma omp simd
@@ -719,43 +770,38 @@ GENCORE_RUN_LOOP void bwd_sums_run(const S* dy, const S* in, int64_t stride, int
   }
 }
 
-#if defined(__AVX512BF16__)
-// The training dx loop of bfloat16 pairs with AVX512-BF16 (as normalize_bf16_pairs_avx512): the same
-// operations as dx_value in the order GCC compiles it (checked bit for bit against the portable loop):
-// t = (u - center) * k2, dx = fma(dz, a, -t) + k0. Measured 2026-11-29 (standalone harness, two threads,
-// a quiet host, three alternating runs, minimum of 60): backward 0.218-0.220 -> 0.199-0.203 ns per value
+#if defined(__AVX512F__)
+// The training dx loop with a codec (as normalize_avx512): the same operations as dx_value in the order
+// GCC compiles it (checked bit for bit against the portable loop): t = (u - center) * k2,
+// dx = fma(dz, a, -t) + k0. Measured 2026-11-29 for bfloat16 pairs (standalone harness, two threads, a
+// quiet host, three alternating runs, minimum of 60): backward 0.218-0.220 -> 0.199-0.203 ns per value
 // at 64x512x8x8 and 0.225-0.233 -> 0.205-0.210 at 64x256x16x16; 64x128x32x32, memory-bound, unchanged.
-// (An earlier measurement on a busier host saw the gain at 64x512x8x8 only.)
-template <int Mode, bool Lanes>
-inline int64_t dx_bf16_pairs_avx512(const bfloat16_pair* g, const bfloat16_pair* v, bfloat16_pair* out, int64_t len,
-                                    const float* ka, const float* kb, const float* kc, const float* k2,
-                                    const float* k0, float slope, float inv_slope) {
-  const __m512i high_half = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
+template <typename V, int Mode, bool Lanes>
+inline int64_t dx_avx512(const typename V::Unit* g, const typename V::Unit* v, typename V::Unit* out, int64_t len,
+                         const float* ka, const float* kb, const float* kc, const float* k2, const float* k0,
+                         float slope, float inv_slope) {
   const __m512 vslope = _mm512_set1_ps(slope), vinv = _mm512_set1_ps(inv_slope), zero = _mm512_setzero_ps();
   const auto lane = [&](const float* k, int64_t i) { return Lanes ? _mm512_loadu_ps(k + i) : _mm512_set1_ps(*k); };
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
-    const __m512i wg = _mm512_loadu_si512(g + i), wv = _mm512_loadu_si512(v + i);
+    const M512s<V::kVectors> gv = V::load(g + i), vv = V::load(v + i);
     const __m512 a = lane(ka, i), b = lane(kb, i), c = lane(kc, i), q2 = lane(k2, i), q0 = lane(k0, i);
-    const auto dx = [&](__m512 gv, __m512 vv) {
+    M512s<V::kVectors> r;
+    for (int e = 0; e < V::kVectors; ++e) {
       __mmask16 neg;  // not positive: dz = g * slope (or 0 for ReLU)
-      __m512 u = vv;
+      __m512 u = vv.v[e];
       if constexpr (Mode == kFromOutput) {
-        neg = _mm512_cmp_ps_mask(vv, zero, _CMP_NGT_UQ);
-        u = _mm512_mask_mul_ps(vv, neg, vv, vinv);
+        neg = _mm512_cmp_ps_mask(vv.v[e], zero, _CMP_NGT_UQ);
+        u = _mm512_mask_mul_ps(vv.v[e], neg, vv.v[e], vinv);
       } else {
-        neg = _mm512_cmp_ps_mask(_mm512_fmadd_ps(vv, a, b), zero, _CMP_NGT_UQ);
+        neg = _mm512_cmp_ps_mask(_mm512_fmadd_ps(vv.v[e], a, b), zero, _CMP_NGT_UQ);
       }
-      const __m512 dz =
-          Mode == kFromInputRelu ? _mm512_mask_mov_ps(gv, neg, zero) : _mm512_mask_mul_ps(gv, neg, gv, vslope);
+      const __m512 dz = Mode == kFromInputRelu ? _mm512_mask_mov_ps(gv.v[e], neg, zero)
+                                               : _mm512_mask_mul_ps(gv.v[e], neg, gv.v[e], vslope);
       const __m512 t = _mm512_mul_ps(_mm512_sub_ps(u, c), q2);
-      return _mm512_add_ps(_mm512_fmsub_ps(dz, a, t), q0);
-    };
-    const __m512 lo =
-        dx(_mm512_castsi512_ps(_mm512_slli_epi32(wg, 16)), _mm512_castsi512_ps(_mm512_slli_epi32(wv, 16)));
-    const __m512 hi = dx(_mm512_castsi512_ps(_mm512_and_si512(wg, high_half)),
-                         _mm512_castsi512_ps(_mm512_and_si512(wv, high_half)));
-    if (!store_bf16_pairs_avx512(out + i, lo, hi)) break;
+      r.v[e] = _mm512_add_ps(_mm512_fmsub_ps(dz, a, t), q0);
+    }
+    if (!V::store(out + i, r)) break;
   }
   return i;
 }
@@ -768,9 +814,9 @@ GENCORE_RUN_LOOP void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, c
                 compute_t<S> inv_slope) {
   const auto f = dx_value<compute_t<S>, Mode>();
   int64_t i0 = 0;
-#if defined(__AVX512BF16__)
-  if constexpr (std::is_same_v<S, bfloat16_pair>) {
-    i0 = dx_bf16_pairs_avx512<Mode, false>(dy, in, dx, len, &a, &b, &center, &k2, &k0, slope, inv_slope);
+#if defined(__AVX512F__)
+  if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
+    i0 = dx_avx512<avx512_vectors_t<S>, Mode, false>(dy, in, dx, len, &a, &b, &center, &k2, &k0, slope, inv_slope);
   }
 #endif
 #pragma omp simd
@@ -860,9 +906,9 @@ GENCORE_RUN_LOOP void lane_bwd_dx(const S* g, const S* v, S* out, const compute_
                                   compute_t<S> slope, compute_t<S> inv_slope, int64_t lanes) {
   const auto f = dx_value<compute_t<S>, Mode>();
   int64_t i0 = 0;
-#if defined(__AVX512BF16__)
-  if constexpr (std::is_same_v<S, bfloat16_pair>) {
-    i0 = dx_bf16_pairs_avx512<Mode, true>(g, v, out, lanes, ka, kb, kc, k2, k0, slope, inv_slope);
+#if defined(__AVX512F__)
+  if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
+    i0 = dx_avx512<avx512_vectors_t<S>, Mode, true>(g, v, out, lanes, ka, kb, kc, k2, k0, slope, inv_slope);
   }
 #endif
 #pragma omp simd
