@@ -232,22 +232,23 @@ GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, comp
 // whose results that instruction would not encode as the portable store<S> does; the loop then stops
 // and the caller's portable loop does the rest of the run exactly.
 
-// float16: VCVTPH2PS / VCVTPS2PH (round to nearest even). Both match load / store<float16> bit for bit on
-// every non-NaN value (checked 2026-11-29 on all 65536 halves and on every 7th float32 pattern); NaN
-// payloads differ, so a block with a NaN result goes to the portable loop.
 // K float32 vectors (a struct: std::array<__m512, K> drops the vector type's attributes, GCC warns).
 template <int K>
 struct M512s {
   __m512 v[K];
 };
 
+// float16: VCVTPH2PS / VCVTPS2PH (round to nearest even). Both match load / store<float16> bit for bit on
+// every non-NaN value (checked 2026-11-29 on all 65536 halves and on every 7th float32 pattern); NaN
+// payloads differ, so a block with a NaN result goes to the portable loop.
 struct F16Vectors {
   using Unit = float16;
   static constexpr int kVectors = 1;
   static M512s<1> load(const float16* p) {
     // The maskz forms with every lane set are the same instructions; the plain intrinsics of GCC 12 start
     // from an "undefined" vector and warn -Wmaybe-uninitialized wherever they are inlined.
-    return {_mm512_maskz_cvtph_ps(static_cast<__mmask16>(-1), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)))};
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return {_mm512_maskz_cvtph_ps(static_cast<__mmask16>(-1), h)};
   }
   static bool store(float16* q, const M512s<1>& v) {
     if (__builtin_expect(_mm512_fpclass_ps_mask(v.v[0], 0x81) != 0, 0)) return false;  // QNaN or SNaN
