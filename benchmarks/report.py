@@ -239,6 +239,12 @@ def describe_run(run: dict) -> list[str]:
     return lines
 
 
+def at_copy_bw(rows: dict) -> float | None:
+    """A case's speedup_vs_eager_at_copy_bw (the same for each of its providers), None when not measured."""
+    return next((r["speedup_vs_eager_at_copy_bw"] for r in rows.values() if r.get("speedup_vs_eager_at_copy_bw")),
+                None)
+
+
 def timing_table(cases: list[dict]) -> list[str]:
     providers = provider_order({p for c in cases for p in c["rows"]})
     cands = candidates(providers)
@@ -249,7 +255,7 @@ def timing_table(cases: list[dict]) -> list[str]:
     header += ["compile ×eager"] if "compile" in providers and "eager" in providers else []
     if has_bw:
         header += ["best GB/s", "% of copy"]
-    has_at_copy = any(r.get("speedup_vs_eager_at_copy_bw") for c in cases for r in c["rows"].values())
+    has_at_copy = any(at_copy_bw(c["rows"]) for c in cases)
     if has_at_copy:
         header += ["×eager at copy bw"]
     body = []
@@ -269,8 +275,7 @@ def timing_table(cases: list[dict]) -> list[str]:
             line += [f"{best.get('achieved_gbps', 0):.1f} ({best['provider']})" if best.get("achieved_gbps") else "–",
                      f"{frac * 100:.0f}% of {best['copy_gbps']:.0f}" if frac else "–"]
         if has_at_copy:
-            line.append(fmt_ratio(next((r["speedup_vs_eager_at_copy_bw"] for r in rows.values()
-                                        if r.get("speedup_vs_eager_at_copy_bw")), None)))
+            line.append(fmt_ratio(at_copy_bw(rows)))
         body.append(line)
     return md_table(header, body)
 
@@ -395,8 +400,7 @@ def plot(grouped: dict, img_dir: str, prefix: str = "") -> dict:
                     plotted = True
                 at_copy = defaultdict(dict)  # per variant: x eager of an op moving its bytes at copy bandwidth
                 for c in sub:
-                    value = next((r["speedup_vs_eager_at_copy_bw"] for r in c["rows"].values()
-                                  if r.get("speedup_vs_eager_at_copy_bw")), None)
+                    value = at_copy_bw(c["rows"])
                     if value:
                         at_copy[c["first"]["variant"]][labels.index(fmt_shape(c["first"]["shape"]))] = value
                 for var, points in at_copy.items():

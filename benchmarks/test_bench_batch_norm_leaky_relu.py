@@ -43,6 +43,14 @@ def make_layer(provider, channels, slope, device, dtype):
     return layer
 
 
+def forward_backward_step(layer, x):
+    """A call of the layer and the gradients of x, weight and bias from a fixed random output gradient."""
+    x.requires_grad_()
+    grad = torch.randn_like(x)  # keeps x's memory format
+    params = list(layer.parameters())
+    return lambda: torch.autograd.grad(layer(x), [x] + params, grad)
+
+
 def bn_bytes(numel, itemsize, mode):
     return numel * itemsize * (2 if mode == "forward" else 5)
 
@@ -67,12 +75,7 @@ def test_batch_norm_leaky_relu(benchmark, quick, device, provider, dtype, shape,
             with torch.no_grad():
                 return layer(x)
     else:
-        x.requires_grad_()
-        grad = torch.randn_like(x)
-        params = [p for p in layer.parameters()]
-
-        def step():
-            return torch.autograd.grad(layer(x), [x] + params, grad)
+        step = forward_backward_step(layer, x)
     nbytes = bn_bytes(x.numel(), x.element_size(), mode)
     run_benchmark(benchmark, step, op="batch_norm_leaky_relu", shape=shape, dtype=dtype, mode=mode,
                   provider=provider, device=device, nbytes=nbytes, quick=quick)
@@ -106,13 +109,8 @@ def test_batch_norm_leaky_relu_channels_last(benchmark, quick, device, provider,
     layer = make_layer(provider, shape[1], slope, device, dtype)
     layer.train()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
-    x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
-    grad = torch.randn_like(x)  # channels-last as well
-    params = list(layer.parameters())
-
-    def step():
-        return torch.autograd.grad(layer(x), [x] + params, grad)
-    run_benchmark(benchmark, step, op="batch_norm_leaky_relu", shape=shape, dtype=dtype, mode="forward+backward",
+    x = x.contiguous(memory_format=torch.channels_last)
+    run_benchmark(benchmark, forward_backward_step(layer, x), op="batch_norm_leaky_relu", shape=shape, dtype=dtype, mode="forward+backward",
                   provider=provider, device=device, nbytes=bn_bytes(x.numel(), x.element_size(), "forward+backward"),
                   quick=quick, extra={"negative_slope": slope, "layout": "channels_last"})
 

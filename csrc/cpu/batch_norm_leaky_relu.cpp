@@ -322,16 +322,23 @@ inline int64_t normalize_avx512(const typename V::Unit* p, typename V::Unit* q, 
 }
 #endif
 
+// Units [0, return value) normalized by normalize_avx512 where S has a codec, else 0.
+template <typename S, bool Relu, bool Lanes>
+inline int64_t normalize_with_codec(const S* p, S* q, int64_t len, const compute_t<S>* a, const compute_t<S>* b,
+                                    compute_t<S> slope) {
+#if defined(__AVX512F__)
+  if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
+    return normalize_avx512<avx512_vectors_t<S>, Relu, Lanes>(p, q, len, a, b, slope);
+  }
+#endif
+  return 0;
+}
+
 template <typename S>
 GENCORE_RUN_LOOP void normalize_run(const S* p, S* q, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> slope, bool relu) {
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
-    int64_t i0 = 0;
-#if defined(__AVX512F__)
-    if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
-      i0 = normalize_avx512<avx512_vectors_t<S>, decltype(r)::value, false>(p, q, len, &a, &b, slope);
-    }
-#endif
+    const int64_t i0 = normalize_with_codec<S, decltype(r)::value, false>(p, q, len, &a, &b, slope);
 #pragma omp simd
     for (int64_t i = i0; i < len; ++i) q[i] = units<S>::map(y, p[i], a, b);
   });
@@ -429,12 +436,7 @@ GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a
                                      int64_t lanes, compute_t<S> slope, bool relu) {
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
-    int64_t i0 = 0;
-#if defined(__AVX512F__)
-    if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
-      i0 = normalize_avx512<avx512_vectors_t<S>, decltype(r)::value, true>(row, out, lanes, a, b, slope);
-    }
-#endif
+    const int64_t i0 = normalize_with_codec<S, decltype(r)::value, true>(row, out, lanes, a, b, slope);
 #pragma omp simd
     for (int64_t i = i0; i < lanes; ++i) out[i] = units<S>::map(y, row[i], a[i], b[i]);
   });
@@ -809,18 +811,26 @@ inline int64_t dx_avx512(const typename V::Unit* g, const typename V::Unit* v, t
 }
 #endif
 
+// Units [0, return value) of dx computed by dx_avx512 where S has a codec, else 0.
+template <typename S, int Mode, bool Lanes>
+inline int64_t dx_with_codec(const S* g, const S* v, S* out, int64_t len, const compute_t<S>* ka,
+                             const compute_t<S>* kb, const compute_t<S>* kc, const compute_t<S>* k2,
+                             const compute_t<S>* k0, compute_t<S> slope, compute_t<S> inv_slope) {
+#if defined(__AVX512F__)
+  if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
+    return dx_avx512<avx512_vectors_t<S>, Mode, Lanes>(g, v, out, len, ka, kb, kc, k2, k0, slope, inv_slope);
+  }
+#endif
+  return 0;
+}
+
 // dx for one run; training == false is dx = a * dz (k2 = k0 = 0 give the same, but this skips work).
 template <typename S, int Mode>
 GENCORE_RUN_LOOP void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
                 compute_t<S> center, compute_t<S> k2, compute_t<S> k0, compute_t<S> slope,
                 compute_t<S> inv_slope) {
   const auto f = dx_value<compute_t<S>, Mode>();
-  int64_t i0 = 0;
-#if defined(__AVX512F__)
-  if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
-    i0 = dx_avx512<avx512_vectors_t<S>, Mode, false>(dy, in, dx, len, &a, &b, &center, &k2, &k0, slope, inv_slope);
-  }
-#endif
+  const int64_t i0 = dx_with_codec<S, Mode, false>(dy, in, dx, len, &a, &b, &center, &k2, &k0, slope, inv_slope);
 #pragma omp simd
   for (int64_t i = i0; i < len; ++i) dx[i] = units<S>::map2(f, dy[i], in[i], a, b, center, k2, k0, slope, inv_slope);
 }
@@ -907,12 +917,7 @@ GENCORE_RUN_LOOP void lane_bwd_dx(const S* g, const S* v, S* out, const compute_
                                   const compute_t<S>* kc, const compute_t<S>* k2, const compute_t<S>* k0,
                                   compute_t<S> slope, compute_t<S> inv_slope, int64_t lanes) {
   const auto f = dx_value<compute_t<S>, Mode>();
-  int64_t i0 = 0;
-#if defined(__AVX512F__)
-  if constexpr (!std::is_void_v<avx512_vectors_t<S>>) {
-    i0 = dx_avx512<avx512_vectors_t<S>, Mode, true>(g, v, out, lanes, ka, kb, kc, k2, k0, slope, inv_slope);
-  }
-#endif
+  const int64_t i0 = dx_with_codec<S, Mode, true>(g, v, out, lanes, ka, kb, kc, k2, k0, slope, inv_slope);
 #pragma omp simd
   for (int64_t i = i0; i < lanes; ++i) {
     out[i] = units<S>::map2(f, g[i], v[i], ka[i], kb[i], kc[i], k2[i], k0[i], slope, inv_slope);
