@@ -58,7 +58,9 @@ def native_extensions():
         ("GENCORE_CXX_FLAGS", '"' + " ".join(cxx) + '"'),
         ("GENCORE_TORCH_VERSION", '"' + torch.__version__ + '"'),
     ]
-    sources = glob.glob("csrc/cpu/*.cpp") + ["csrc/bindings/registration.cpp", "csrc/bindings/autograd.cpp"] + glob.glob("csrc/bindings/*_cpu.cpp")
+    sources = (glob.glob("csrc/cpu/*.cpp") + glob.glob("csrc/bindings/*_cpu.cpp")
+               + ["csrc/bindings/registration.cpp", "csrc/bindings/autograd.cpp",
+                  "csrc/bindings/batch_norm_leaky_relu_step.cpp"])
     include_dirs = [os.path.join(ROOT, "csrc")]
     extra = {"cxx": cxx}
     ext_cls = cpp_extension.CppExtension

@@ -2,6 +2,7 @@
 outputs, dx / dweight / dbias, running statistics, train and eval, dtypes, layouts, odd shapes, in-place
 mode, modules, state dicts, converter, torch.compile, opcheck, autocast and bad input."""
 import copy
+import importlib
 
 import pytest
 import torch
@@ -590,6 +591,152 @@ def test_special_values_match_activation(backend, device, dtype, slope, layout):
     want = torch.relu(pre) if slope == 0 else torch.nn.functional.leaky_relu(pre, slope)
     torch.testing.assert_close(got.cpu().double(), want.to(dtype).double(), equal_nan=True, rtol=1e-2, atol=1e-30)
     assert torch.equal(torch.isnan(got.cpu()), torch.isnan(want)), "NaN positions differ"
+
+
+# ---- the eager CPU fast path (csrc/bindings/batch_norm_leaky_relu_step.cpp) -------------------------------
+BNL = importlib.import_module("gencore.ops.batch_norm_leaky_relu")
+
+
+def counting_fast_path():
+    """The fast path, wrapped: the list gets True for each call it ran, False for each it declined."""
+    real, taken = BNL._eager_step, []
+
+    def counted(*args):
+        y = real(*args)
+        taken.append(y is not None)
+        return y
+
+    return counted, taken
+
+
+@pytest.mark.parametrize("dtype,shape", [(torch.float32, (6, 5, 7, 3)), (torch.float32, (9, 4)),
+                                         (torch.float64, (4, 3, 11)), (torch.bfloat16, (5, 6, 4, 4))], ids=str)
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("config", ["affine", "no_affine", "no_running_stats", "eval"])
+def test_cpu_fast_path_matches_python_path(monkeypatch, dtype, shape, momentum, config):
+    """Modules and the op through the fast path and through the Python path (fast path off), three
+    training steps and an eval step: identical outputs and gradients in training, the same
+    num_batches_tracked (cumulative average: momentum=None), running statistics equal up to the last bit
+    (the fast path rounds the update once from double), so eval results equal within rounding; and the
+    fast path really ran."""
+    skip_unless_op_runs("cpu", "cpu")
+    kwargs = {"affine": config != "no_affine", "track_running_stats": config != "no_running_stats",
+              "momentum": momentum}
+    fast = FUSED[len(shape)](shape[1], negative_slope=0.2, backend="cpu", **kwargs,
+                             dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    with torch.no_grad():
+        for t in fast.parameters():
+            t.uniform_(0.5, 1.5)
+    slow = copy.deepcopy(fast)
+    counted, taken = counting_fast_path()
+    tol = {"rtol": 1e-15, "atol": 0} if dtype == torch.float64 else {"rtol": 2e-7, "atol": 1e-30}
+    for step in range(4):
+        train = config != "eval" and step < 3
+        x = random_input(shape, dtype, "cpu", step)
+        g = torch.randn(shape, generator=torch.Generator().manual_seed(10 + step)).to(dtype)
+        outs = []
+        for module, path in ((fast, counted), (slow, None)):
+            monkeypatch.setattr(BNL, "_eager_step", path)
+            module.train(train)
+            xi = x.clone().requires_grad_()
+            y = module(xi)
+            y.backward(g)
+            outs.append((y, xi.grad) + tuple(p.grad for p in module.parameters()))
+        for a, b in zip(*outs):
+            if train:
+                assert torch.equal(a, b), f"step {step}"
+            else:  # normalized with the running statistics, which may differ in the last bit
+                assert_close(a, b.double(), dtype, f"eval step {step}", scale=4.0)
+        for name, buf in fast.named_buffers():
+            if buf.is_floating_point():
+                torch.testing.assert_close(buf, slow.get_buffer(name), **tol)
+            else:
+                assert torch.equal(buf, slow.get_buffer(name)), name
+    assert taken == [True] * 4, "the module's fast path did not run"
+    # The op itself, with running statistics.
+    taken.clear()
+    rm = torch.zeros(shape[1], dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    rv = torch.ones_like(rm)
+    rm_slow, rv_slow = rm.clone(), rv.clone()
+    x = random_input(shape, dtype, "cpu", 7)
+    monkeypatch.setattr(BNL, "_eager_step", counted)
+    y = batch_norm_leaky_relu(x, rm, rv, None, None, True, 0.3, 1e-5, 0.2, backend="cpu")
+    assert taken == [True]
+    monkeypatch.setattr(BNL, "_eager_step", None)
+    y_slow = batch_norm_leaky_relu(x, rm_slow, rv_slow, None, None, True, 0.3, 1e-5, 0.2, backend="cpu")
+    assert torch.equal(y, y_slow)
+    torch.testing.assert_close(rm, rm_slow, **tol)
+    torch.testing.assert_close(rv, rv_slow, **tol)
+
+
+def test_cpu_fast_path_bumps_versions_and_declines_what_it_cannot_run():
+    """The fast path changes the running statistics and the counter as in-place ops would (their version
+    counters move), and returns None, changing nothing, for whatever the Python path must run: running
+    statistics of another dtype or not contiguous, momentum=None without a counter, a counter that is not
+    one int64, bad arguments, dispatch modes, torch-function modes and functorch transforms."""
+    skip_unless_op_runs("cpu", "cpu")
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    step = gencore._native.module.batch_norm_leaky_relu_step
+    x = torch.randn(4, 3, 5)
+    rm, rv, count = torch.zeros(3), torch.ones(3), torch.tensor(0)
+    versions = rm._version, rv._version, count._version
+    assert step(x, rm, rv, None, None, True, None, 1e-5, 0.2, count) is not None
+    assert count.item() == 1 and (rm._version, rv._version, count._version) > versions
+    assert not torch.equal(rm, torch.zeros(3))
+
+    cases = {
+        "float64 running stats": dict(running_mean=rm.double(), running_var=rv.double()),
+        "strided running stats": dict(running_mean=torch.zeros(6)[::2], running_var=torch.ones(6)[::2]),
+        "momentum None, no counter": dict(momentum=None, num_batches_tracked=None),
+        "int32 counter": dict(num_batches_tracked=torch.tensor(0, dtype=torch.int32)),
+        "integer x": dict(x=x.int()),
+        "one value per channel": dict(x=torch.randn(1, 3)),
+        "negative eps": dict(eps=-1.0),
+        "eval without running stats": dict(training=False, running_mean=None, running_var=None),
+        "one running stat": dict(running_var=None),
+        "weight of 2 channels": dict(weight=torch.ones(2)),
+        "meta weight": dict(weight=torch.ones(3, device="meta")),
+        "empty x": dict(x=torch.randn(0, 3, 5)),
+    }
+    base = dict(x=x, running_mean=rm, running_var=rv, weight=None, bias=None, training=True, momentum=0.1,
+                eps=1e-5, negative_slope=0.2, num_batches_tracked=count)
+    for what, change in cases.items():
+        before = rm.clone(), rv.clone(), count.clone()
+        assert step(**{**base, **change}) is None, what
+        assert all(torch.equal(a, b) for a, b in zip(before, (rm, rv, count))), f"{what}: changed state"
+    with TorchDispatchMode():
+        assert step(**base) is None
+    with TorchFunctionMode():
+        assert step(**base) is None
+    results = []
+    torch.func.vmap(lambda t: results.append(step(**{**base, "x": t})) or t)(torch.randn(2, 4, 3, 5))
+    assert results == [None]
+    assert count.item() == 1
+
+
+def test_cpu_module_under_dispatch_mode_takes_the_python_path():
+    """Under a TorchDispatchMode (here one that logs ops) the running-statistics update must be visible as
+    ops: the fast path declines and the Python path runs."""
+    skip_unless_op_runs("cpu", "cpu")
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Log(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    layer = BatchNormLeakyReLU2d(3, backend="cpu").train()
+    with Log() as log:
+        layer(torch.randn(4, 3, 2, 2))
+    assert any("batch_norm_leaky_relu_forward" in op for op in log.ops)
+    assert any("lerp" in op for op in log.ops), log.ops
+    assert layer.num_batches_tracked.item() == 1
 
 
 def test_cpu_deterministic_across_thread_counts():

@@ -1,8 +1,8 @@
 // The one place where gencore's operator schemas are defined (torch.ops.gencore.*), plus the small
-// pybind11 module that reports how this extension was built and holds the CPU streaming-store threshold.
+// pybind11 module that reports how this extension was built, holds the CPU streaming-store threshold and
+// the eager fast path of batch_norm_leaky_relu (batch_norm_leaky_relu_step.cpp).
 // Kernels are registered per device in <op>_cpu.cpp / <op>_cuda.cpp; fake (meta) kernels from Python;
-// autograd in autograd.cpp for the elementwise ops (kl_normal, reparameterize*) and from Python for
-// batch_norm_leaky_relu.
+// autograd of the native ops in autograd.cpp.
 #include <torch/extension.h>
 #include <torch/library.h>
 
@@ -89,6 +89,10 @@ pybind11::dict build_info() {
 
 }  // namespace
 
+namespace gencore {
+void bind_batch_norm_leaky_relu_step(pybind11::module_& m);  // batch_norm_leaky_relu_step.cpp
+}  // namespace gencore
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gencore native kernels (operators live in torch.ops.gencore)";
   m.def("build_info", &build_info, "How this extension was built: SIMD level, OpenMP, CUDA, flags.");
@@ -96,4 +100,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "CPU kernels write outputs of at least this many bytes with streaming stores (csrc/cpu/stream_store.h).");
   m.def("set_stream_min_bytes", &gencore::cpu::set_stream_min_bytes, pybind11::arg("bytes"),
         "Overrides that threshold for this process (0: always stream); a negative value restores the default.");
+  gencore::bind_batch_norm_leaky_relu_step(m);
 }

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from gencore.ops.batch_norm_leaky_relu import batch_norm_leaky_relu
+from gencore.ops.batch_norm_leaky_relu import batch_norm_leaky_relu, eager_step
 
 __all__ = ["BatchNormLeakyReLU1d", "BatchNormLeakyReLU2d", "BatchNormLeakyReLU3d", "SyncBatchNormLeakyReLU",
            "fuse_batchnorm_activations", "sync_batchnorm_activations"]
@@ -48,15 +48,24 @@ class _BatchNormLeakyReLU(_NormBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The same decisions as nn.BatchNorm*d.forward (torch/nn/modules/batchnorm.py).
         self._check_input_dim(x)
+        counts = self.training and self.track_running_stats and self.num_batches_tracked is not None
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        use_running = not self.training or self.track_running_stats
+        if not (self.inplace or self.sync):
+            # The eager CPU fast path: counter, forward and running statistics in one C++ call.
+            y = eager_step(x, self.running_mean if use_running else None,
+                           self.running_var if use_running else None, self.weight, self.bias, bn_training,
+                           self.momentum if counts else (self.momentum or 0.0), self.eps, self.negative_slope,
+                           self.backend, self.num_batches_tracked if counts else None)
+            if y is not None:
+                return y
         exponential_average_factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+        if counts:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:  # cumulative moving average
                 exponential_average_factor = 1.0 / float(self.num_batches_tracked)
             else:
                 exponential_average_factor = self.momentum
-        bn_training = self.training or (self.running_mean is None and self.running_var is None)
-        use_running = not self.training or self.track_running_stats
         return batch_norm_leaky_relu(
             x, self.running_mean if use_running else None, self.running_var if use_running else None,
             self.weight, self.bias, bn_training, exponential_average_factor, self.eps, self.negative_slope,

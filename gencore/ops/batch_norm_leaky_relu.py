@@ -474,6 +474,30 @@ def _update_running_stats(running_mean, running_var, mean, var, momentum, per_ch
 
 
 # ---- public op ------------------------------------------------------------------------------------------
+# The eager CPU fast path (csrc/bindings/batch_norm_leaky_relu_step.cpp): the forward op and the running-
+# statistics update in one C++ call, ~30 us less per call than the code below (more with cold caches). It
+# takes only calls it runs as the code below does (it updates the running statistics in double, rounding
+# once, as nn.BatchNorm's CPU kernel does; `_update_running_stats` may differ in the last bit) and returns
+# None for anything else: then the code below runs and raises any error. Not under torch.compile (which
+# traces the code below) and not for tensor subclasses.
+_eager_step = getattr(_native.module, "batch_norm_leaky_relu_step", None)
+
+
+def eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend,
+               num_batches_tracked=None):
+    """The out-of-place, unsynchronized op through the fast path: y, or None when it must take the Python
+    path. With `num_batches_tracked` (a module's counter) it is incremented first, and momentum=None
+    means the cumulative average; None is also returned before anything was changed."""
+    if (_eager_step is None or type(x) is not torch.Tensor or torch.compiler.is_compiling()
+            or backends.select(OP, x, backend, SUPPORTED) != "cpu"):
+        return None
+    try:
+        return _eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope,
+                           num_batches_tracked)
+    except TypeError:  # an argument of a type the fast path does not take: the Python path says what
+        return None
+
+
 def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                           weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                           training: bool = False, momentum: float = 0.1, eps: float = 1e-5,
@@ -494,6 +518,10 @@ def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, ru
     rank must call it, also with an empty batch). Without an initialized process group, or a group of one
     process, or training=False, this is the unsynchronized op. Not with inplace=True.
     """
+    if not inplace and process_group is None and not sync:
+        y = eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend)
+        if y is not None:
+            return y
     group = sync_group(process_group, sync) if training else None
     if group is not None and inplace:
         raise ValueError(f"gencore.{OP}: inplace=True is not supported with process_group/sync (synchronized "
