@@ -673,7 +673,8 @@ def test_cpu_fast_path_bumps_versions_and_declines_what_it_cannot_run():
     """The fast path changes the running statistics and the counter as in-place ops would (their version
     counters move), and returns None, changing nothing, for whatever the Python path must run: running
     statistics of another dtype or not contiguous, momentum=None without a counter, a counter that is not
-    one int64, bad arguments, dispatch modes, torch-function modes and functorch transforms."""
+    one int64, inference tensors, bad arguments, dispatch modes, torch-function modes, functorch
+    transforms and jit tracing."""
     skip_unless_op_runs("cpu", "cpu")
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -706,13 +707,20 @@ def test_cpu_fast_path_bumps_versions_and_declines_what_it_cannot_run():
         before = rm.clone(), rv.clone(), count.clone()
         assert step(**{**base, **change}) is None, what
         assert all(torch.equal(a, b) for a, b in zip(before, (rm, rv, count))), f"{what}: changed state"
+    with torch.inference_mode():
+        inference_stats = dict(running_mean=torch.zeros(3), running_var=torch.ones(3))
+        inference_count = torch.tensor(0)
+    assert step(**{**base, **inference_stats}) is None
+    assert step(**{**base, "num_batches_tracked": inference_count}) is None
     with TorchDispatchMode():
         assert step(**base) is None
     with TorchFunctionMode():
         assert step(**base) is None
     results = []
     torch.func.vmap(lambda t: results.append(step(**{**base, "x": t})) or t)(torch.randn(2, 4, 3, 5))
-    assert results == [None]
+    torch.jit.trace(lambda t: results.append(step(**{**base, "x": t})) or t * 2, torch.randn(4, 3, 5),
+                    check_trace=False)
+    assert results == [None, None]
     assert count.item() == 1
 
 

@@ -10,8 +10,9 @@
 // It takes only what it can run exactly as the Python path would: x a plain CPU tensor of a floating
 // dtype with at least one value, per-channel tensors 1-D with C values on the CPU, running statistics
 // both or neither (required in eval mode), eps >= 0, more than one value per channel in training,
-// running statistics contiguous and in the statistics dtype (float32; float64 for float64 x), and no
-// dispatch mode, torch-function mode, functorch transform or tensor subclass in play. For anything else
+// running statistics contiguous, in the statistics dtype (float32; float64 for float64 x) and not
+// inference tensors, and no dispatch mode, torch-function mode, functorch transform, jit trace or tensor
+// subclass in play. For anything else
 // it returns None and the caller runs the Python path, which raises the errors (one place for their
 // wording) or does the work.
 #include <ATen/ATen.h>
@@ -20,6 +21,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/jit/frontend/tracer.h>
 #include <torch/extension.h>
 
 #include <optional>
@@ -36,11 +38,12 @@ bool is_float(const Tensor& t) {
   return s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16;
 }
 
-// No dispatch mode (FlopCounterMode, FakeTensorMode, ...), torch-function mode or functorch transform
-// is active: each would have to see the running-statistics update, which here is a plain loop.
+// No dispatch mode (FlopCounterMode, FakeTensorMode, ...), torch-function mode, functorch transform or
+// torch.jit.trace is active: each would have to see the running-statistics update, here a plain loop.
 bool plain_eager() {
   return c10::impl::TorchDispatchModeTLS::stack_len() == 0 && !at::impl::torch_function_mode_enabled() &&
-         !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
+         !c10::impl::tls_is_dispatch_key_included(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) &&
+         !torch::jit::tracer::isTracing();
 }
 
 // A dense CPU tensor that is not a Python subclass with __torch_dispatch__.
@@ -86,15 +89,18 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
       (training && per_channel == 1) || (!training && !running_mean.has_value())) {
     return std::nullopt;
   }
+  // Buffers written here are not inference tensors (their in-place rules are the Python path's to apply).
   const Tensor* counter = num_batches_tracked.has_value() ? &*num_batches_tracked : nullptr;
-  if (counter ? !(plain_cpu(*counter) && counter->scalar_type() == at::kLong && counter->numel() == 1)
+  if (counter ? !(plain_cpu(*counter) && counter->scalar_type() == at::kLong && counter->numel() == 1 &&
+                  !counter->is_inference())
               : !momentum.has_value()) {
     return std::nullopt;
   }
   const bool update = training && running_mean.has_value();
   const auto stats_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   if (update && !(running_mean->scalar_type() == stats_dtype && running_var->scalar_type() == stats_dtype &&
-                  running_mean->is_contiguous() && running_var->is_contiguous())) {
+                  running_mean->is_contiguous() && running_var->is_contiguous() &&
+                  !running_mean->is_inference() && !running_var->is_inference())) {
     return std::nullopt;
   }
   static const auto op =
