@@ -724,6 +724,80 @@ def test_cpu_fast_path_bumps_versions_and_declines_what_it_cannot_run():
     assert count.item() == 1
 
 
+def test_cpu_fast_path_declines_what_python_path_handles_differently(monkeypatch):
+    """Arguments the Python path rejects or treats specially never run on the fast path: NumPy and 0-d
+    tensor scalars (rejected), __torch_function__ subclasses as parameters (their override runs), lazy
+    negation views (PyTorch's in-place update refuses them) and aliased running statistics, and an
+    unknown backend name (the argument checks' error comes first)."""
+    skip_unless_op_runs("cpu", "cpu")
+    np = pytest.importorskip("numpy")
+    counted, taken = counting_fast_path()
+    monkeypatch.setattr(BNL, "_eager_step", counted)
+    x = torch.randn(4, 3, 5)
+
+    def call(rm=None, rv=None, weight=None, **kw):
+        rm = torch.zeros(3) if rm is None else rm
+        rv = torch.ones(3) if rv is None else rv
+        args = {"training": True, "momentum": 0.1, "eps": 1e-5, "negative_slope": 0.2, **kw}
+        return batch_norm_leaky_relu(x, rm, rv, weight, None, args["training"], args["momentum"], args["eps"],
+                                     args["negative_slope"], backend=args.get("backend", "cpu"))
+
+    for bad in (dict(momentum=torch.tensor(0.5)), dict(eps=np.float32(1e-5)),
+                dict(negative_slope=torch.tensor(0.2))):
+        with pytest.raises((TypeError, ValueError)):
+            call(**bad)
+
+    class Logged(torch.Tensor):
+        calls = 0
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            Logged.calls += 1
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    assert type(call(weight=torch.ones(3).as_subclass(Logged))) is Logged and Logged.calls > 0
+    base = torch.zeros(3)
+    with pytest.raises(RuntimeError, match="negation"):  # PyTorch's own error, from the Python path's update
+        call(rm=torch._neg_view(base))
+    shared = torch.zeros(4)
+    call(rm=shared[:3], rv=shared[1:] + 1)  # not aliased: a copy
+    call(rm=shared[:3], rv=shared[1:])
+    with pytest.raises(TypeError, match="float32"):
+        batch_norm_leaky_relu(x.int(), torch.zeros(3), torch.ones(3), training=True, backend="nope")
+    # The C++ side saw the negation view (declined), the unaliased and the aliased statistics (ran, declined);
+    # the rest never got past the Python wrapper's type and backend checks.
+    assert taken == [False, True, False], taken
+
+
+def test_cpu_fast_path_with_saved_tensor_hooks():
+    """Saved-tensor hooks run inside the fast path's forward: one that shrinks a running statistic gives a
+    clear error (never a write past its memory), and one that raises leaves the counter counted once and
+    is not called again by a retry."""
+    skip_unless_op_runs("cpu", "cpu")
+    rm, rv = torch.zeros(64), torch.ones(64)
+
+    def shrink(t):
+        if rm.numel() == 64:
+            rm.set_(torch.zeros(1))
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(shrink, lambda t: t):
+        with pytest.raises(RuntimeError, match="changed shape, dtype or layout"):
+            batch_norm_leaky_relu(torch.randn(4, 64, 5, requires_grad=True), rm, rv, None, None, True, 0.5,
+                                  1e-5, 0.2, backend="cpu")
+    layer = BatchNormLeakyReLU2d(3, backend="cpu")
+    packed = []
+
+    def refuse(t):
+        packed.append(t)
+        raise TypeError("this hook refuses")
+
+    with torch.autograd.graph.saved_tensors_hooks(refuse, lambda t: t):
+        with pytest.raises(TypeError, match="this hook refuses"):
+            layer(torch.randn(4, 3, 5, 5, requires_grad=True))
+    assert layer.num_batches_tracked.item() == 1 and len(packed) == 1
+
+
 def test_cpu_module_under_dispatch_mode_takes_the_python_path():
     """Under a TorchDispatchMode (here one that logs ops) the running-statistics update must be visible as
     ops: the fast path declines and the Python path runs."""

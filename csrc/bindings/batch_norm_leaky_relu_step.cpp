@@ -7,14 +7,15 @@
 // several times that right after the kernels have streamed megabytes through the caches, where every
 // interpreter structure and dispatcher table misses (docs/batch_norm_leaky_relu.md, eighth session).
 //
-// It takes only what it can run exactly as the Python path would: x a plain CPU tensor of a floating
-// dtype with at least one value, per-channel tensors 1-D with C values on the CPU, running statistics
-// both or neither (required in eval mode), eps >= 0, more than one value per channel in training,
-// running statistics contiguous, in the statistics dtype (float32; float64 for float64 x) and not
-// inference tensors, and no dispatch mode, torch-function mode, functorch transform, jit trace or tensor
-// subclass in play. For anything else
-// it returns None and the caller runs the Python path, which raises the errors (one place for their
-// wording) or does the work.
+// It takes only what it can run as the Python path would: x a dense CPU tensor of a floating dtype with at
+// least one value, per-channel tensors 1-D with C values on the CPU, running statistics both or neither
+// (required in eval mode), eps >= 0, more than one value per channel in training, running statistics
+// contiguous, in the statistics dtype (float32; float64 for float64 x), not inference tensors and not
+// sharing memory, and no dispatch mode, torch-function mode, functorch transform or jit trace in play.
+// The Python wrapper (gencore/ops/batch_norm_leaky_relu.py, eager_step) passes only exact torch.Tensor /
+// nn.Parameter objects and Python numbers. For anything else it returns None, having changed nothing,
+// and the caller runs the Python path, which raises the errors (one place for their wording) or does the
+// work.
 #include <ATen/ATen.h>
 #include <ATen/PythonTorchFunctionTLS.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -46,13 +47,21 @@ bool plain_eager() {
          !torch::jit::tracer::isTracing();
 }
 
-// A dense CPU tensor that is not a Python subclass with __torch_dispatch__.
+// A dense CPU tensor: not nested, not a lazy negation or conjugation view, not a __torch_dispatch__
+// subclass (the Python wrapper passes only exact torch.Tensor / nn.Parameter objects).
 bool plain_cpu(const Tensor& t) {
-  return t.device().is_cpu() && t.layout() == at::kStrided && !t.key_set().has(c10::DispatchKey::Python);
+  return t.device().is_cpu() && t.layout() == at::kStrided && !t.is_nested() && !t.is_neg() && !t.is_conj() &&
+         !t.key_set().has(c10::DispatchKey::Python);
 }
 
 bool channel_ok(const Opt& t, int64_t c) {
   return !t.has_value() || (t->defined() && plain_cpu(*t) && is_float(*t) && t->dim() == 1 && t->size(0) == c);
+}
+
+// A buffer this function writes with a raw loop: `count` values of `dtype`, contiguous, no inference tensor
+// (their in-place rules are the Python path's to apply).
+bool writable(const Tensor& t, at::ScalarType dtype, int64_t count) {
+  return plain_cpu(t) && t.scalar_type() == dtype && t.numel() == count && t.is_contiguous() && !t.is_inference();
 }
 
 // running = (1 - momentum) * running + momentum * batch, in double, as nn.BatchNorm's CPU kernel updates
@@ -89,26 +98,16 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
       (training && per_channel == 1) || (!training && !running_mean.has_value())) {
     return std::nullopt;
   }
-  // Buffers written here are not inference tensors (their in-place rules are the Python path's to apply).
   const Tensor* counter = num_batches_tracked.has_value() ? &*num_batches_tracked : nullptr;
-  if (counter ? !(plain_cpu(*counter) && counter->scalar_type() == at::kLong && counter->numel() == 1 &&
-                  !counter->is_inference())
-              : !momentum.has_value()) {
-    return std::nullopt;
-  }
+  if (counter ? !writable(*counter, at::kLong, 1) : !momentum.has_value()) return std::nullopt;
   const bool update = training && running_mean.has_value();
   const auto stats_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  if (update && !(running_mean->scalar_type() == stats_dtype && running_var->scalar_type() == stats_dtype &&
-                  running_mean->is_contiguous() && running_var->is_contiguous() &&
-                  !running_mean->is_inference() && !running_var->is_inference())) {
-    return std::nullopt;
-  }
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("gencore::batch_norm_leaky_relu_forward", "")
-          .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Opt&, const Opt&, const Opt&, const Opt&,
-                                                    bool, double, double)>();
-  pybind11::gil_scoped_release no_gil;  // as torch.ops calls do: other Python threads run meanwhile
+  const auto stats_writable = [&] {
+    return writable(*running_mean, stats_dtype, c) && writable(*running_var, stats_dtype, c) &&
+           !running_mean->is_alias_of(*running_var);
+  };
+  if (update && !stats_writable()) return std::nullopt;
+
   double factor = momentum.value_or(0.0);
   if (counter) {
     int64_t* count = counter->data_ptr<int64_t>();
@@ -116,8 +115,21 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
     torch::autograd::impl::bump_version(*counter);
     if (!momentum.has_value()) factor = 1.0 / static_cast<double>(*count);
   }
-  auto [y, mean, var] = op.call(x, weight, bias, running_mean, running_var, training, eps, negative_slope);
+  static const auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("gencore::batch_norm_leaky_relu_forward", "")
+          .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Opt&, const Opt&, const Opt&, const Opt&,
+                                                    bool, double, double)>();
+  Tensor y, mean, var;
+  {
+    pybind11::gil_scoped_release no_gil;  // as torch.ops calls do: other Python threads run meanwhile
+    std::tie(y, mean, var) = op.call(x, weight, bias, running_mean, running_var, training, eps, negative_slope);
+  }
   if (update) {
+    // Code that ran meanwhile (a saved-tensor hook, another thread) may have resized or replaced them.
+    TORCH_CHECK(stats_writable(), "gencore.batch_norm_leaky_relu: running_mean or running_var changed shape, "
+                "dtype or layout while the forward ran (in a saved-tensor hook or another thread); the running "
+                "statistics were not updated");
     if (stats_dtype == at::kDouble) {
       update_running<double>(*running_mean, *running_var, mean, var, factor, per_channel);
     } else {

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-from gencore.ops.batch_norm_leaky_relu import batch_norm_leaky_relu, eager_step
+from gencore.ops.batch_norm_leaky_relu import eager_step, python_path
 
 __all__ = ["BatchNormLeakyReLU1d", "BatchNormLeakyReLU2d", "BatchNormLeakyReLU3d", "SyncBatchNormLeakyReLU",
            "fuse_batchnorm_activations", "sync_batchnorm_activations"]
@@ -66,7 +66,7 @@ class _BatchNormLeakyReLU(_NormBase):
                 exponential_average_factor = 1.0 / float(self.num_batches_tracked)
             else:
                 exponential_average_factor = self.momentum
-        return batch_norm_leaky_relu(
+        return python_path(
             x, self.running_mean if use_running else None, self.running_var if use_running else None,
             self.weight, self.bias, bn_training, exponential_average_factor, self.eps, self.negative_slope,
             self.inplace, backend=self.backend,

@@ -475,27 +475,40 @@ def _update_running_stats(running_mean, running_var, mean, var, momentum, per_ch
 
 # ---- public op ------------------------------------------------------------------------------------------
 # The eager CPU fast path (csrc/bindings/batch_norm_leaky_relu_step.cpp): the forward op and the running-
-# statistics update in one C++ call, ~30 us less per call than the code below (more with cold caches). It
-# takes only calls it runs as the code below does (it updates the running statistics in double, rounding
+# statistics update in one C++ call, ~30 us less per call than `python_path` (more with cold caches). It
+# takes only calls it runs as `python_path` does (it updates the running statistics in double, rounding
 # once, as nn.BatchNorm's CPU kernel does; `_update_running_stats` may differ in the last bit) and returns
-# None for anything else: then the code below runs and raises any error. Not under torch.compile (which
-# traces the code below) and not for tensor subclasses.
+# None for anything else: then `python_path` runs and raises any error. Not under torch.compile (which
+# traces `python_path`) and not for tensor subclasses.
 _eager_step = getattr(_native.module, "batch_norm_leaky_relu_step", None)
+
+
+# Argument types the fast path takes; anything else (tensor subclasses, NumPy or 0-d tensor scalars, ...)
+# goes to the Python path, which handles or rejects it as it always did.
+_PLAIN_TENSOR = frozenset((torch.Tensor, torch.nn.Parameter, type(None)))
+_NUMBER = frozenset((float, int))
 
 
 def eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend,
                num_batches_tracked=None):
     """The out-of-place, unsynchronized op through the fast path: y, or None when it must take the Python
-    path. With `num_batches_tracked` (a module's counter) it is incremented first, and momentum=None
-    means the cumulative average; None is also returned before anything was changed."""
-    if (_eager_step is None or type(x) is not torch.Tensor or torch.compiler.is_compiling()
-            or backends.select(OP, x, backend, SUPPORTED) != "cpu"):
+    path (then nothing was changed). With `num_batches_tracked` (a module's counter) it is incremented
+    first, and momentum=None means the cumulative average."""
+    if (_eager_step is None or type(x) is not torch.Tensor or type(training) is not bool
+            or type(running_mean) not in _PLAIN_TENSOR or type(running_var) not in _PLAIN_TENSOR
+            or type(weight) not in _PLAIN_TENSOR or type(bias) not in _PLAIN_TENSOR
+            or type(num_batches_tracked) not in _PLAIN_TENSOR
+            or not (type(momentum) in _NUMBER or momentum is None and num_batches_tracked is not None)
+            or type(eps) not in _NUMBER or type(negative_slope) not in _NUMBER or torch.compiler.is_compiling()):
         return None
     try:
-        return _eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope,
-                           num_batches_tracked)
-    except TypeError:  # an argument of a type the fast path does not take: the Python path says what
+        name = backends.select(OP, x, backend, SUPPORTED)
+    except (ValueError, RuntimeError):  # the Python path raises it, after its own argument checks
         return None
+    if name != "cpu":
+        return None
+    return _eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope,
+                       num_batches_tracked)
 
 
 def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
@@ -522,6 +535,13 @@ def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, ru
         y = eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend)
         if y is not None:
             return y
+    return python_path(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
+                       backend=backend, process_group=process_group, sync=sync)
+
+
+def python_path(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
+                *, backend, process_group, sync):
+    """batch_norm_leaky_relu without the eager fast path: every backend and mode, the argument checks."""
     group = sync_group(process_group, sync) if training else None
     if group is not None and inplace:
         raise ValueError(f"gencore.{OP}: inplace=True is not supported with process_group/sync (synchronized "
