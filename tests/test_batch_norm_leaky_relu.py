@@ -684,7 +684,7 @@ def test_cpu_fast_path_bumps_versions_and_declines_what_it_cannot_run():
     rm, rv, count = torch.zeros(3), torch.ones(3), torch.tensor(0)
     versions = rm._version, rv._version, count._version
     assert step(x, rm, rv, None, None, True, None, 1e-5, 0.2, count) is not None
-    assert count.item() == 1 and (rm._version, rv._version, count._version) > versions
+    assert count.item() == 1 and all(a > b for a, b in zip((rm._version, rv._version, count._version), versions))
     assert not torch.equal(rm, torch.zeros(3))
 
     cases = {
@@ -769,11 +769,13 @@ def test_cpu_fast_path_declines_what_python_path_handles_differently(monkeypatch
     assert taken == [False, True, False], taken
 
 
-def test_cpu_fast_path_with_saved_tensor_hooks():
-    """Saved-tensor hooks run inside the fast path's forward: one that shrinks a running statistic gives a
-    clear error (never a write past its memory), and one that raises leaves the counter counted once and
-    is not called again by a retry."""
+def test_cpu_fast_path_with_saved_tensor_hooks(monkeypatch):
+    """Saved-tensor hooks run inside the fast path's forward: one that shrinks a running statistic or
+    swaps the saved batch statistics for larger ones gives a clear error (never an access past their
+    memory), and one that raises leaves the counter counted once and is not called again by a retry."""
     skip_unless_op_runs("cpu", "cpu")
+    real, entered = BNL._eager_step, []
+    monkeypatch.setattr(BNL, "_eager_step", lambda *args: entered.append(True) or real(*args))
     rm, rv = torch.zeros(64), torch.ones(64)
 
     def shrink(t):
@@ -785,6 +787,19 @@ def test_cpu_fast_path_with_saved_tensor_hooks():
         with pytest.raises(RuntimeError, match="changed shape, dtype or layout"):
             batch_norm_leaky_relu(torch.randn(4, 64, 5, requires_grad=True), rm, rv, None, None, True, 0.5,
                                   1e-5, 0.2, backend="cpu")
+    c = 8
+    spare_mean, spare_var = torch.zeros(c + 1024), torch.ones(c + 1024)
+
+    def grow(t):  # the saved batch mean/var get 1032 values behind the autograd checks' back
+        if t.dim() == 1 and t.numel() == c:
+            t.data = torch.full((c + 1024,), 5.0)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(grow, lambda t: t):
+        with pytest.raises(RuntimeError, match="changed shape, dtype or layout"):
+            batch_norm_leaky_relu(torch.randn(4, c, 5, requires_grad=True), spare_mean[:c], spare_var[:c], None,
+                                  None, True, 0.5, 1e-5, 0.2, backend="cpu")
+    assert torch.equal(spare_mean[c:], torch.zeros(1024)) and torch.equal(spare_var[c:], torch.ones(1024))
     layer = BatchNormLeakyReLU2d(3, backend="cpu")
     packed = []
 
@@ -796,6 +811,19 @@ def test_cpu_fast_path_with_saved_tensor_hooks():
         with pytest.raises(TypeError, match="this hook refuses"):
             layer(torch.randn(4, 3, 5, 5, requires_grad=True))
     assert layer.num_batches_tracked.item() == 1 and len(packed) == 1
+    assert len(entered) == 3, "each case must have run on the fast path"
+
+
+def test_cpu_module_with_a_process_group_takes_the_python_path(monkeypatch):
+    """A layer given a process_group after construction (as people do with nn.SyncBatchNorm) synchronizes
+    in training, which only the Python path does: the module must not try the fast path."""
+    skip_unless_op_runs("cpu", "cpu")
+    entered = []
+    monkeypatch.setattr(BNL, "_eager_step", lambda *args: entered.append(True))
+    layer = BatchNormLeakyReLU2d(3, backend="cpu")
+    layer.process_group = object()  # never used: torch.distributed is not initialized here
+    layer(torch.randn(4, 3, 2, 2))
+    assert entered == [] and layer.num_batches_tracked.item() == 1
 
 
 def test_cpu_module_under_dispatch_mode_takes_the_python_path():

@@ -74,7 +74,7 @@ void update_running(const Tensor& running_mean, const Tensor& running_var, const
   const T* m = mean.data_ptr<T>();
   const T* v = var.data_ptr<T>();
   const double unbias = static_cast<double>(per_channel) / static_cast<double>(per_channel - 1);
-  for (int64_t ch = 0; ch < mean.numel(); ++ch) {
+  for (int64_t ch = 0; ch < running_mean.numel(); ++ch) {
     rm[ch] = static_cast<T>((1 - momentum) * static_cast<double>(rm[ch]) + momentum * static_cast<double>(m[ch]));
     rv[ch] = static_cast<T>((1 - momentum) * static_cast<double>(rv[ch]) +
                             momentum * (static_cast<double>(v[ch]) * unbias));
@@ -126,10 +126,12 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
     std::tie(y, mean, var) = op.call(x, weight, bias, running_mean, running_var, training, eps, negative_slope);
   }
   if (update) {
-    // Code that ran meanwhile (a saved-tensor hook, another thread) may have resized or replaced them.
-    TORCH_CHECK(stats_writable(), "gencore.batch_norm_leaky_relu: running_mean or running_var changed shape, "
-                "dtype or layout while the forward ran (in a saved-tensor hook or another thread); the running "
-                "statistics were not updated");
+    // Code that ran meanwhile (a saved-tensor hook, another thread) may have resized or replaced the
+    // running statistics, or (through `.data`) the batch statistics the forward saved for backward.
+    TORCH_CHECK(stats_writable() && writable(mean, stats_dtype, c) && writable(var, stats_dtype, c),
+                "gencore.batch_norm_leaky_relu: running_mean, running_var or the batch statistics changed "
+                "shape, dtype or layout while the forward ran (in a saved-tensor hook or another thread); the "
+                "running statistics were not updated");
     if (stats_dtype == at::kDouble) {
       update_running<double>(*running_mean, *running_var, mean, var, factor, per_channel);
     } else {

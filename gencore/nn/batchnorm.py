@@ -51,7 +51,7 @@ class _BatchNormLeakyReLU(_NormBase):
         counts = self.training and self.track_running_stats and self.num_batches_tracked is not None
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
         use_running = not self.training or self.track_running_stats
-        if not (self.inplace or self.sync):
+        if not (self.inplace or self.sync or self.process_group is not None):
             # The eager CPU fast path: counter, forward and running statistics in one C++ call.
             y = eager_step(x, self.running_mean if use_running else None,
                            self.running_var if use_running else None, self.weight, self.bias, bn_training,
