@@ -746,6 +746,8 @@ def test_cpu_fast_path_declines_what_python_path_handles_differently(monkeypatch
                 dict(negative_slope=torch.tensor(0.2))):
         with pytest.raises((TypeError, ValueError)):
             call(**bad)
+    with pytest.raises(OverflowError):  # float(eps), as ever; not pybind's "incompatible function arguments"
+        call(eps=10 ** 400)
 
     class Logged(torch.Tensor):
         calls = 0

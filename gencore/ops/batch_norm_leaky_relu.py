@@ -486,7 +486,11 @@ _eager_step = getattr(_native.module, "batch_norm_leaky_relu_step", None)
 # Argument types the fast path takes; anything else (tensor subclasses, NumPy or 0-d tensor scalars, ...)
 # goes to the Python path, which handles or rejects it as it always did.
 _PLAIN_TENSOR = frozenset((torch.Tensor, torch.nn.Parameter, type(None)))
-_NUMBER = frozenset((float, int))
+
+
+def _plain_number(v) -> bool:
+    """A Python float, or an int that converts to a double exactly (not 10**400: float() raises there)."""
+    return type(v) is float or (type(v) is int and -(1 << 53) <= v <= (1 << 53))
 
 
 def eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend,
@@ -498,8 +502,8 @@ def eager_step(x, running_mean, running_var, weight, bias, training, momentum, e
             or type(running_mean) not in _PLAIN_TENSOR or type(running_var) not in _PLAIN_TENSOR
             or type(weight) not in _PLAIN_TENSOR or type(bias) not in _PLAIN_TENSOR
             or type(num_batches_tracked) not in _PLAIN_TENSOR
-            or not (type(momentum) in _NUMBER or momentum is None and num_batches_tracked is not None)
-            or type(eps) not in _NUMBER or type(negative_slope) not in _NUMBER or torch.compiler.is_compiling()):
+            or not (_plain_number(momentum) or momentum is None and num_batches_tracked is not None)
+            or not _plain_number(eps) or not _plain_number(negative_slope) or torch.compiler.is_compiling()):
         return None
     try:
         name = backends.select(OP, x, backend, SUPPORTED)
