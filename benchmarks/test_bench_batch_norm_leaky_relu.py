@@ -110,9 +110,9 @@ def test_batch_norm_leaky_relu_channels_last(benchmark, quick, device, provider,
     layer.train()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     x = x.contiguous(memory_format=torch.channels_last)
-    run_benchmark(benchmark, forward_backward_step(layer, x), op="batch_norm_leaky_relu", shape=shape, dtype=dtype, mode="forward+backward",
-                  provider=provider, device=device, nbytes=bn_bytes(x.numel(), x.element_size(), "forward+backward"),
-                  quick=quick, extra={"negative_slope": slope, "layout": "channels_last"})
+    run_benchmark(benchmark, forward_backward_step(layer, x), op="batch_norm_leaky_relu", shape=shape, dtype=dtype,
+                  mode="forward+backward", provider=provider, device=device,
+                  nbytes=bn_bytes(x.numel(), x.element_size(), "forward+backward"), quick=quick, extra={"negative_slope": slope, "layout": "channels_last"})
 
 
 # ---- memory of a training step ----------------------------------------------------------------------------

@@ -7,7 +7,6 @@
 // functions below only save tensors and call the forward/backward ops through the dispatcher, so each
 // device's kernel is picked there and the fake (meta) kernels registered from Python still serve
 // torch.compile, which traces these functions like any C++ autograd kernel.
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
@@ -16,6 +15,8 @@
 #include <string>
 #include <tuple>
 
+#include "bindings/glue.h"
+
 namespace gencore {
 namespace {
 
@@ -23,11 +24,6 @@ using at::Tensor;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 using Pair = std::tuple<Tensor, Tensor>;
-
-template <typename Signature>
-c10::TypedOperatorHandle<Signature> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
-}
 
 // KL(N(mu, exp(logvar)) || N(0, I)); backward reads mu and logvar.
 struct KlNormal : torch::autograd::Function<KlNormal> {

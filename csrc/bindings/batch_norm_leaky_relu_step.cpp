@@ -18,7 +18,6 @@
 // work.
 #include <ATen/ATen.h>
 #include <ATen/PythonTorchFunctionTLS.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/csrc/autograd/variable.h>
@@ -28,16 +27,13 @@
 #include <optional>
 #include <tuple>
 
+#include "bindings/batch_norm_leaky_relu_glue.h"
+
 namespace gencore {
 namespace {
 
 using at::Tensor;
 using Opt = std::optional<Tensor>;
-
-bool is_float(const Tensor& t) {
-  const auto s = t.scalar_type();
-  return s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16;
-}
 
 // No dispatch mode (FlopCounterMode, FakeTensorMode, ...), torch-function mode, functorch transform or
 // torch.jit.trace is active: each would have to see the running-statistics update, here a plain loop.
@@ -55,7 +51,7 @@ bool plain_cpu(const Tensor& t) {
 }
 
 bool channel_ok(const Opt& t, int64_t c) {
-  return !t.has_value() || (t->defined() && plain_cpu(*t) && is_float(*t) && t->dim() == 1 && t->size(0) == c);
+  return !t.has_value() || (t->defined() && plain_cpu(*t) && is_floating(*t) && t->dim() == 1 && t->size(0) == c);
 }
 
 // A buffer this function writes with a raw loop: `count` values of `dtype`, contiguous, no inference tensor
@@ -90,7 +86,7 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
                                                  const Opt& weight, const Opt& bias, bool training,
                                                  std::optional<double> momentum, double eps, double negative_slope,
                                                  const Opt& num_batches_tracked) {
-  if (!plain_eager() || !plain_cpu(x) || !is_float(x) || x.dim() < 2 || x.numel() == 0) return std::nullopt;
+  if (!plain_eager() || !plain_cpu(x) || !is_floating(x) || x.dim() < 2 || x.numel() == 0) return std::nullopt;
   const int64_t c = x.size(1);
   const int64_t per_channel = x.numel() / c;
   if (!channel_ok(weight, c) || !channel_ok(bias, c) || !channel_ok(running_mean, c) ||
@@ -101,7 +97,7 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
   const Tensor* counter = num_batches_tracked.has_value() ? &*num_batches_tracked : nullptr;
   if (counter ? !writable(*counter, at::kLong, 1) : !momentum.has_value()) return std::nullopt;
   const bool update = training && running_mean.has_value();
-  const auto stats_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto stats_dtype = bn::stats_dtype(x);
   const auto stats_writable = [&] {
     return writable(*running_mean, stats_dtype, c) && writable(*running_var, stats_dtype, c) &&
            !running_mean->is_alias_of(*running_var);
@@ -115,11 +111,9 @@ std::optional<Tensor> batch_norm_leaky_relu_step(const Tensor& x, const Opt& run
     torch::autograd::impl::bump_version(*counter);
     if (!momentum.has_value()) factor = 1.0 / static_cast<double>(*count);
   }
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("gencore::batch_norm_leaky_relu_forward", "")
-          .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Opt&, const Opt&, const Opt&, const Opt&,
-                                                    bool, double, double)>();
+  static const auto op = find_op<std::tuple<Tensor, Tensor, Tensor>(
+      const Tensor&, const Opt&, const Opt&, const Opt&, const Opt&, bool, double, double)>(
+      "gencore::batch_norm_leaky_relu_forward");
   Tensor y, mean, var;
   {
     pybind11::gil_scoped_release no_gil;  // as torch.ops calls do: other Python threads run meanwhile

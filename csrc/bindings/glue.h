@@ -1,7 +1,8 @@
-// Shared torch glue: argument checks and dtype dispatch for the CPU and CUDA registration files.
+// Shared torch glue: argument checks, dtype dispatch and operator lookup for the binding files.
 // Kernels never see a Tensor; this is the one place that turns Tensors into pointers and sizes.
 #pragma once
 #include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <c10/util/string_view.h>
 
@@ -33,11 +34,20 @@ inline double reduction_scale(Reduction reduction, const at::Tensor& like) {
   }
 }
 
+inline bool is_floating(const at::Tensor& t) {
+  const auto s = t.scalar_type();
+  return s == at::kFloat || s == at::kDouble || s == at::kHalf || s == at::kBFloat16;
+}
+
 inline void check_floating(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble ||
-                       t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16,
-                   "gencore.", op, ": ", name, " must be float32, float64, float16 or bfloat16, got ",
+  TORCH_CHECK_TYPE(is_floating(t), "gencore.", op, ": ", name, " must be float32, float64, float16 or bfloat16, got ",
                    t.scalar_type());
+}
+
+// A registered operator (e.g. "gencore::kl_normal"), to call through the dispatcher from C++.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Signature>();
 }
 
 // Two tensors that one elementwise kernel reads together: same shape, dtype and device.

@@ -51,14 +51,16 @@ class _BatchNormLeakyReLU(_NormBase):
         counts = self.training and self.track_running_stats and self.num_batches_tracked is not None
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
         use_running = not self.training or self.track_running_stats
-        if not (self.inplace or self.sync or self.process_group is not None):
-            # The eager CPU fast path: counter, forward and running statistics in one C++ call.
-            y = eager_step(x, self.running_mean if use_running else None,
-                           self.running_var if use_running else None, self.weight, self.bias, bn_training,
-                           self.momentum if counts else (self.momentum or 0.0), self.eps, self.negative_slope,
-                           self.backend, self.num_batches_tracked if counts else None)
-            if y is not None:
-                return y
+        running_mean = self.running_mean if use_running else None
+        running_var = self.running_var if use_running else None
+        # The eager CPU fast path: counter, forward and running statistics in one C++ call. Never with a
+        # process group or sync set (also in eval mode), like the in-place mode.
+        y = eager_step(x, running_mean, running_var, self.weight, self.bias, bn_training,
+                       self.momentum if counts else (self.momentum or 0.0), self.eps, self.negative_slope,
+                       self.inplace, self.backend, self.process_group, self.sync,
+                       self.num_batches_tracked if counts else None)
+        if y is not None:
+            return y
         exponential_average_factor = 0.0 if self.momentum is None else self.momentum
         if counts:
             self.num_batches_tracked.add_(1)
@@ -67,9 +69,8 @@ class _BatchNormLeakyReLU(_NormBase):
             else:
                 exponential_average_factor = self.momentum
         return python_path(
-            x, self.running_mean if use_running else None, self.running_var if use_running else None,
-            self.weight, self.bias, bn_training, exponential_average_factor, self.eps, self.negative_slope,
-            self.inplace, backend=self.backend,
+            x, running_mean, running_var, self.weight, self.bias, bn_training, exponential_average_factor, self.eps,
+            self.negative_slope, self.inplace, backend=self.backend,
             # Like nn.SyncBatchNorm: synchronize only in training mode (eval uses the running statistics).
             process_group=self.process_group if self.training else None, sync=self.sync and self.training)
 

@@ -493,12 +493,13 @@ def _plain_number(v) -> bool:
     return type(v) is float or (type(v) is int and -(1 << 53) <= v <= (1 << 53))
 
 
-def eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend,
-               num_batches_tracked=None):
-    """The out-of-place, unsynchronized op through the fast path: y, or None when it must take the Python
-    path (then nothing was changed). With `num_batches_tracked` (a module's counter) it is incremented
-    first, and momentum=None means the cumulative average."""
-    if (_eager_step is None or type(x) is not torch.Tensor or type(training) is not bool
+def eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
+               backend, process_group, sync, num_batches_tracked=None):
+    """The op through the fast path: y, or None when it must take the Python path (then nothing was
+    changed), as always for the in-place and synchronized modes. With `num_batches_tracked` (a module's
+    counter) it is incremented first, and momentum=None means the cumulative average."""
+    if (_eager_step is None or inplace or process_group is not None or sync or type(x) is not torch.Tensor
+            or type(training) is not bool
             or type(running_mean) not in _PLAIN_TENSOR or type(running_var) not in _PLAIN_TENSOR
             or type(weight) not in _PLAIN_TENSOR or type(bias) not in _PLAIN_TENSOR
             or type(num_batches_tracked) not in _PLAIN_TENSOR
@@ -535,10 +536,10 @@ def batch_norm_leaky_relu(x: torch.Tensor, running_mean: torch.Tensor | None, ru
     rank must call it, also with an empty batch). Without an initialized process group, or a group of one
     process, or training=False, this is the unsynchronized op. Not with inplace=True.
     """
-    if not inplace and process_group is None and not sync:
-        y = eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, backend)
-        if y is not None:
-            return y
+    y = eager_step(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
+                   backend, process_group, sync)
+    if y is not None:
+        return y
     return python_path(x, running_mean, running_var, weight, bias, training, momentum, eps, negative_slope, inplace,
                        backend=backend, process_group=process_group, sync=sync)
 
