@@ -1072,6 +1072,34 @@ def test_cpu_float16_nan_payloads_and_subnormal_outputs(shape, slope):
     assert set(dx.view(torch.int16)[:, 1].unique().tolist()) <= canonical
 
 
+@pytest.mark.parametrize("shape", [(5, 32, 33, 35), (21, 40, 7, 9), (7, 3, 61, 67), (37, 70)], ids=str)
+def test_cpu_float16_statistics_tiles(shape):
+    """float16 statistics sweeps (forward sums, backward sums; where the build has AVX-512 they convert
+    tiles of 4, 2 or 1 rows to float32 and run the float32 loops on them). Shapes chosen for the schedules:
+    runs of 1155 values read 4 rows at a time, then 1 (several tiles per run and a tail that is not a
+    multiple of 16); spans over 21 samples (4-row blocks, a 1-row block); long runs of few channels; (N, C).
+    Module step against float64 nn.BatchNorm + LeakyReLU, then the same op on float32 copies of the data:
+    the float16 statistics are those of the same values, so they agree to float32 rounding."""
+    skip_unless_op_runs("cpu", "cpu")
+    ref, fused = make_pair(shape, 0.2, "cpu", seed=3)
+    x = random_input(shape, torch.float16, "cpu", 12)
+    check_step(ref, fused, x, torch.float16, f"float16 {shape}")
+    op = torch.ops.gencore
+    c = shape[1]
+    w, b = torch.rand(c) + 0.5, torch.randn(c)
+    rm, rv = torch.zeros(c), torch.ones(c)
+    _, mean16, var16 = op.batch_norm_leaky_relu_forward(x, w, b, rm, rv, True, 1e-5, 0.2)
+    _, mean32, var32 = op.batch_norm_leaky_relu_forward(x.float(), w, b, rm, rv, True, 1e-5, 0.2)
+    torch.testing.assert_close(mean16, mean32, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(var16, var32, rtol=1e-6, atol=1e-6)
+    g = random_input(shape, torch.float16, "cpu", 13)
+    _, gw16, gb16 = op.batch_norm_leaky_relu_backward(g, x, w, b, mean32, var32, True, 1e-5, 0.2)
+    _, gw32, gb32 = op.batch_norm_leaky_relu_backward(g.float(), x.float(), w, b, mean32, var32, True, 1e-5, 0.2)
+    m = x.numel() // c
+    torch.testing.assert_close(gw16, gw32, rtol=1e-5, atol=1e-6 * m)
+    torch.testing.assert_close(gb16, gb32, rtol=1e-5, atol=1e-6 * m)
+
+
 @pytest.mark.parametrize("shape", [(1, 32, 300, 300), (300, 32, 30, 30)], ids=str)
 def test_large_channel_slice_cpu(shape):
     """C >= 32 with one channel larger than the cached (fused) schedule takes (1 MiB): the two-pass path,
