@@ -21,7 +21,7 @@
 #include "cpu/kernels.h"
 #include "cpu/stream_store.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -202,21 +202,34 @@ inline auto tree_sum(F&& f) {
   }
 }
 
-// ---- float16 statistics sweeps through float32 --------------------------------------------------------
-// The sums loops below read float16 through load<float16>, the portable conversion: about ten vector
-// operations per 16 values, more than the sums themselves. With AVX-512 (whose F16C conversion
-// VCVTPH2PS takes 16 halves in one instruction) the float16 instantiations instead convert a tile of
-// their rows into a float32 buffer in L1 and run the float32 instantiation of the same loop on it: the
-// same arithmetic in the same order, since the conversion is exact and equals load<float16> on every
-// value (NaN payloads aside, which no sum keeps apart). A tile is one partial-sum block of the run loops
-// (kBlock / R values per row), so their float partial sums cover the same values as before (in another
-// lane order: the statistics can differ from the portable loops' in the last bits). Measured 2026-11-29
-// (standalone harness, two threads, minimum of 100, two alternating runs): 4x64x32x32 (in L2) forward
-// 0.26 -> 0.18-0.20 ns per value, backward 0.43 -> 0.29-0.31; at the batch-64 DCGAN shapes, where memory
-// bounds the sweeps, within the noise.
+// ---- float16 loops through float32 tiles ----------------------------------------------------------------
+// The loops below read float16 through load<float16> and write it through store<float16>, the portable
+// conversions: about ten vector operations per 16 values each way, more than a statistics sweep's own
+// work. Where the CPU has F16C (VCVTPH2PS / VCVTPS2PH: 8 halves per instruction, 16 with AVX-512) the
+// float16 instantiations instead convert a tile of their input rows into float32 buffers in L1, run the
+// float32 instantiation of the same loop on them and, for the normalize and dx loops, convert its float32
+// results into the output: the same arithmetic in the same order. Both instructions are exact and equal
+// load / store<float16> on every non-NaN value (checked 2026-11-29 on all 65536 halves and all 2^32 float32
+// patterns); a NaN result would keep its payload, so 8 results with a NaN among them take store<float16>.
+// - The statistics sweeps (sums; forward and backward) do this wherever F16C exists. A tile is one
+//   partial-sum block of the run loops (kBlock / R values per row), so their float partial sums cover the
+//   same values as before (in another lane order: the statistics can differ from the portable loops' in
+//   the last bits). Measured 2026-11-29 (standalone harness, two threads, minimum of 100, two alternating
+//   runs, AVX-512 build): 4x64x32x32 (in L2) forward 0.26 -> 0.18-0.20 ns per value, backward 0.43 ->
+//   0.29-0.31; at the batch-64 DCGAN shapes, where memory bounds the sweeps, within the noise.
+// - The normalize and dx loops do it only without AVX-512, whose codec loops (F16Vectors below) convert
+//   in registers. Outputs are bit-identical to the portable loops'.
 template <typename S>
-constexpr bool widens_float16() {
-#if defined(__AVX512F__)
+constexpr bool float16_sums_in_tiles() {
+#if defined(__F16C__)
+  return std::is_same_v<S, float16>;
+#else
+  return false;
+#endif
+}
+template <typename S>
+constexpr bool float16_outputs_in_tiles() {
+#if defined(__F16C__) && !defined(__AVX512F__)
   return std::is_same_v<S, float16>;
 #else
   return false;
@@ -238,11 +251,15 @@ void over_widened_tiles(const std::array<const float16*, Q>& p, int64_t stride, 
         const float16* src = p[q] + r * stride + j;
         float* dst = buf[q] + r * tile;
         int64_t i = 0;
+        // (The maskz form: plain _mm512_cvtph_ps starts from an "undefined" vector; see F16Vectors::load.)
 #if defined(__AVX512F__)
         for (; i + 16 <= count; i += 16) {
           const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
-          // (maskz form: plain _mm512_cvtph_ps starts from an "undefined" vector; see F16Vectors::load.)
           _mm512_store_ps(dst + i, _mm512_maskz_cvtph_ps(static_cast<__mmask16>(-1), h));
+        }
+#elif defined(__F16C__)
+        for (; i + 8 <= count; i += 8) {
+          _mm256_store_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
         }
 #endif
         for (; i < count; ++i) dst[i] = load(src[i]);
@@ -252,13 +269,36 @@ void over_widened_tiles(const std::array<const float16*, Q>& p, int64_t stride, 
   }
 }
 
+// f(w, out, j, count) for the tiles of [0, len) as over_widened_tiles with one row; f writes count float32
+// results to out, which go to q + [j, j + count) as float16.
+template <size_t Q, typename F>
+void over_float16_tiles(const std::array<const float16*, Q>& p, float16* q, int64_t len, F&& f) {
+  alignas(64) float res[kBlock];
+  over_widened_tiles<1>(p, 0, len, [&](const auto& w, int64_t, int64_t j, int64_t count) {
+    f(w, res, j, count);
+    float16* dst = q + j;
+    int64_t i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= count; i += 8) {
+      const __m256 v = _mm256_load_ps(res + i);
+      if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0, 0)) {
+        for (int k = 0; k < 8; ++k) dst[i + k] = store<float16>(res[i + k]);
+      } else {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      }
+    }
+#endif
+    for (; i < count; ++i) dst[i] = store<float16>(res[i]);
+  });
+}
+
 // Sums of (x - shift) over R runs p + r * stride, r < R, of len units each. (tree_sum expands the rows
 // and values at compile time; the other loops over rows and values need `#pragma GCC unroll`: without it
 // GCC 12 kept the nested loops of bfloat16_pair units and vectorized nothing.)
 template <int R, typename S>
 GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, compute_t<S> shift, double& s1,
                                    double& s2) {
-  if constexpr (widens_float16<S>()) {
+  if constexpr (float16_sums_in_tiles<S>()) {
     over_widened_tiles<R>(std::array{p}, stride, len, [&](const auto& w, int64_t tile, int64_t, int64_t count) {
       shifted_sums<R, float>(w[0], tile, count, shift, s1, s2);
     });
@@ -393,6 +433,12 @@ inline int64_t normalize_with_codec(const S* p, S* q, int64_t len, const compute
 
 template <typename S>
 GENCORE_RUN_LOOP void normalize_run(const S* p, S* q, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> slope, bool relu) {
+  if constexpr (float16_outputs_in_tiles<S>()) {
+    over_float16_tiles(std::array{p}, q, len, [&](const auto& w, float* out, int64_t, int64_t count) {
+      normalize_run<float>(w[0], out, count, a, b, slope, relu);
+    });
+    return;
+  }
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
     const int64_t i0 = normalize_with_codec<S, decltype(r)::value, false>(p, q, len, &a, &b, slope);
@@ -470,7 +516,7 @@ void span_sums_over_samples(int64_t n, int64_t k, int64_t s, double* s1, double*
 template <int R, typename S>
 GENCORE_RUN_LOOP void lane_sums(const S* row, int64_t stride, const compute_t<S>* shift, compute_t<S>* a1, compute_t<S>* a2,
                                 int64_t lanes) {
-  if constexpr (widens_float16<S>()) {
+  if constexpr (float16_sums_in_tiles<S>()) {
     over_widened_tiles<R>(std::array{row}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
       lane_sums<R, float>(w[0], tile, shift + j, a1 + j, a2 + j, count);
     });
@@ -497,6 +543,12 @@ GENCORE_RUN_LOOP void lane_sums(const S* row, int64_t stride, const compute_t<S>
 template <typename S>
 GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a, const compute_t<S>* b,
                                      int64_t lanes, compute_t<S> slope, bool relu) {
+  if constexpr (float16_outputs_in_tiles<S>()) {
+    over_float16_tiles(std::array{row}, out, lanes, [&](const auto& w, float* res, int64_t j, int64_t count) {
+      lane_normalize<float>(w[0], res, a + j, b + j, count, slope, relu);
+    });
+    return;
+  }
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
     const int64_t i0 = normalize_with_codec<S, decltype(r)::value, true>(row, out, lanes, a, b, slope);
@@ -814,7 +866,7 @@ template <int R, typename S, int Mode>
 GENCORE_RUN_LOOP void bwd_sums_run(const S* dy, const S* in, int64_t stride, int64_t len, compute_t<S> a,
                                    compute_t<S> b, compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope,
                                    double& s1, double& s2) {
-  if constexpr (widens_float16<S>()) {
+  if constexpr (float16_sums_in_tiles<S>()) {
     over_widened_tiles<R>(std::array{dy, in}, stride, len, [&](const auto& w, int64_t tile, int64_t, int64_t count) {
       bwd_sums_run<R, float, Mode>(w[0], w[1], tile, count, a, b, center, slope, inv_slope, s1, s2);
     });
@@ -898,6 +950,12 @@ template <typename S, int Mode>
 GENCORE_RUN_LOOP void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, compute_t<S> a, compute_t<S> b,
                 compute_t<S> center, compute_t<S> k2, compute_t<S> k0, compute_t<S> slope,
                 compute_t<S> inv_slope) {
+  if constexpr (float16_outputs_in_tiles<S>()) {
+    over_float16_tiles(std::array{dy, in}, dx, len, [&](const auto& w, float* out, int64_t, int64_t count) {
+      bwd_dx_run<float, Mode>(w[0], w[1], out, count, a, b, center, k2, k0, slope, inv_slope);
+    });
+    return;
+  }
   const auto f = dx_value<compute_t<S>, Mode>();
   const int64_t i0 = dx_with_codec<S, Mode, false>(dy, in, dx, len, &a, &b, &center, &k2, &k0, slope, inv_slope);
 #pragma omp simd
@@ -961,7 +1019,7 @@ GENCORE_RUN_LOOP void lane_bwd_sums_rows(const S* g, const S* v, int64_t stride,
                                          const compute_t<S>* kb, const compute_t<S>* kc, compute_t<S> slope,
                                          compute_t<S> inv_slope, compute_t<S>* a1, compute_t<S>* a2,
                                          int64_t lanes) {
-  if constexpr (widens_float16<S>()) {
+  if constexpr (float16_sums_in_tiles<S>()) {
     over_widened_tiles<R>(std::array{g, v}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
       lane_bwd_sums_rows<R, float, Mode>(w[0], w[1], tile, ka + j, kb + j, kc + j, slope, inv_slope, a1 + j, a2 + j,
                                          count);
@@ -992,6 +1050,12 @@ template <typename S, int Mode>
 GENCORE_RUN_LOOP void lane_bwd_dx(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
                                   const compute_t<S>* kc, const compute_t<S>* k2, const compute_t<S>* k0,
                                   compute_t<S> slope, compute_t<S> inv_slope, int64_t lanes) {
+  if constexpr (float16_outputs_in_tiles<S>()) {
+    over_float16_tiles(std::array{g, v}, out, lanes, [&](const auto& w, float* res, int64_t j, int64_t count) {
+      lane_bwd_dx<float, Mode>(w[0], w[1], res, ka + j, kb + j, kc + j, k2 + j, k0 + j, slope, inv_slope, count);
+    });
+    return;
+  }
   const auto f = dx_value<compute_t<S>, Mode>();
   const int64_t i0 = dx_with_codec<S, Mode, true>(g, v, out, lanes, ka, kb, kc, k2, k0, slope, inv_slope);
 #pragma omp simd
