@@ -126,7 +126,8 @@ def group_cases(rows: list[dict]) -> dict:
 
 def _bn_d_shape(r):
     # The BatchNorm+LeakyReLU suite times DCGAN discriminator shapes (4-D, slope 0.2; ReLU is the generator's),
-    # contiguous: the channels-last cases are extra information, not the benchmark.
+    # contiguous, in float32 and bfloat16. The cases that record a "layout" (channels-last, float16) are
+    # extra information, not the benchmark.
     return (r["op"] == "batch_norm_leaky_relu" and r["device"] == "cpu" and len(r["shape"]) == 4
             and r.get("negative_slope", 0.2) == 0.2 and "layout" not in r)
 
@@ -429,6 +430,7 @@ def plot(grouped: dict, img_dir: str, prefix: str = "") -> dict:
         fig.suptitle(f"{op} on {device}: speedup over eager PyTorch (higher is better)", fontsize=10)
         fig.tight_layout()
         path = os.path.join(img_dir, f"{prefix}{op}_{device}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # a prefix may name a subfolder
         fig.savefig(path, dpi=90)
         plt.close(fig)
         paths[(op, device)] = path
