@@ -1074,8 +1074,9 @@ def test_cpu_float16_nan_payloads_and_subnormal_outputs(shape, slope):
 
 @pytest.mark.parametrize("shape", [(5, 32, 33, 35), (21, 40, 7, 9), (7, 3, 61, 67), (37, 70)], ids=str)
 def test_cpu_float16_statistics_tiles(shape):
-    """float16 statistics sweeps (forward sums, backward sums; where the build has AVX-512 they convert
-    tiles of 4, 2 or 1 rows to float32 and run the float32 loops on them). Shapes chosen for the schedules:
+    """float16 statistics sweeps (forward sums, backward sums; where the build has F16C they convert
+    tiles of 4, 2 or 1 rows to float32 and run the float32 loops on them; without AVX-512 the normalize
+    and dx loops too). Shapes chosen for the schedules:
     runs of 1155 values read 4 rows at a time, then 1 (several tiles per run and a tail that is not a
     multiple of 16); spans over 21 samples (4-row blocks, a 1-row block); long runs of few channels; (N, C).
     Module step against float64 nn.BatchNorm + LeakyReLU, then the same op on float32 copies of the data:
