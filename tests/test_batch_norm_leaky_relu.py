@@ -1072,19 +1072,26 @@ def test_cpu_float16_nan_payloads_and_subnormal_outputs(shape, slope):
     assert set(dx.view(torch.int16)[:, 1].unique().tolist()) <= canonical
 
 
-@pytest.mark.parametrize("shape", [(5, 32, 33, 35), (21, 40, 7, 9), (7, 3, 61, 67), (37, 70)], ids=str)
-def test_cpu_float16_statistics_tiles(shape):
-    """float16 statistics sweeps (forward sums, backward sums; where the build has F16C they convert
-    tiles of 4, 2 or 1 rows to float32 and run the float32 loops on them; without AVX-512 the normalize
-    and dx loops too). Shapes chosen for the schedules:
-    runs of 1155 values read 4 rows at a time, then 1 (several tiles per run and a tail that is not a
-    multiple of 16); spans over 21 samples (4-row blocks, a 1-row block); long runs of few channels; (N, C).
-    Module step against float64 nn.BatchNorm + LeakyReLU, then the same op on float32 copies of the data:
-    the float16 statistics are those of the same values, so they agree to float32 rounding."""
+@pytest.mark.parametrize("shape,layout", [((5, 32, 33, 35), "contiguous"), ((21, 40, 7, 9), "contiguous"),
+                                          ((19, 40, 20, 30), "contiguous"), ((7, 3, 61, 67), "contiguous"),
+                                          ((37, 70), "contiguous"), ((6, 300, 3, 5), "channels_last"),
+                                          ((4, 3000, 2, 2), "channels_last")], ids=str)
+def test_cpu_float16_statistics_tiles(shape, layout):
+    """float16 loops through float32 tiles (where the build has F16C: the statistics sweeps, the
+    channels-last backward sums; without AVX-512 the normalize and dx loops too). Shapes chosen for the
+    schedules: runs of 1155 values read 4 rows at a time, then 1 (several tiles per run, a tail that is not
+    a multiple of 16); spans over 21 samples (4-row blocks, a 1-row block); spans of 1200 values (more
+    than one 512-lane tile: per-lane constants at an offset); long runs of few channels; (N, C);
+    channels-last rows of 300 and of 3000 channels (two tiles). Module steps (train, then eval) against
+    float64 nn.BatchNorm + LeakyReLU, then the ops on float32 copies of the data: the float16 statistics
+    are those of the same values, so they agree to float32 rounding."""
     skip_unless_op_runs("cpu", "cpu")
     ref, fused = make_pair(shape, 0.2, "cpu", seed=3)
-    x = random_input(shape, torch.float16, "cpu", 12)
-    check_step(ref, fused, x, torch.float16, f"float16 {shape}")
+    x = to_layout(random_input(shape, torch.float16, "cpu", 12), layout)
+    check_step(ref, fused, x, torch.float16, f"float16 {shape} {layout}")
+    ref.eval()
+    fused.eval()
+    check_step(ref, fused, x, torch.float16, f"float16 {shape} {layout} eval")
     op = torch.ops.gencore
     c = shape[1]
     w, b = torch.rand(c) + 0.5, torch.randn(c)
@@ -1093,7 +1100,7 @@ def test_cpu_float16_statistics_tiles(shape):
     _, mean32, var32 = op.batch_norm_leaky_relu_forward(x.float(), w, b, rm, rv, True, 1e-5, 0.2)
     torch.testing.assert_close(mean16, mean32, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(var16, var32, rtol=1e-6, atol=1e-6)
-    g = random_input(shape, torch.float16, "cpu", 13)
+    g = to_layout(random_input(shape, torch.float16, "cpu", 13), layout)
     _, gw16, gb16 = op.batch_norm_leaky_relu_backward(g, x, w, b, mean32, var32, True, 1e-5, 0.2)
     _, gw32, gb32 = op.batch_norm_leaky_relu_backward(g.float(), x.float(), w, b, mean32, var32, True, 1e-5, 0.2)
     m = x.numel() // c

@@ -218,7 +218,20 @@ inline auto tree_sum(F&& f) {
 //   runs, AVX-512 build): 4x64x32x32 (in L2) forward 0.26 -> 0.18-0.20 ns per value, backward 0.43 ->
 //   0.29-0.31; at the batch-64 DCGAN shapes, where memory bounds the sweeps, within the noise.
 // - The normalize and dx loops do it only without AVX-512, whose codec loops (F16Vectors below) convert
-//   in registers. Outputs are bit-identical to the portable loops'.
+//   in registers; the channels-last backward sums (lane_bwd_sums, with eval mode's dx) wherever F16C
+//   exists. Outputs are bit-identical to the portable loops'.
+// Shorter loops keep the portable conversions: a call through the tiles costs a few dozen ns, which short
+// rows (channels-last input with few channels: a call per row of C values) do not win back. Measured
+// 2026-11-29, channels-last, one thread, minimum of 15-21, ns per value forward / backward, portable ->
+// tiles: AVX2 build 64x3x32x32 7.9 / 11.4 -> 13.8 / 18.7, 64x16x16x16 3.1 / 6.8 -> 1.9 / 3.5, 64x256x16x16
+// 2.7 / 6.5 -> 0.9 / 1.4; AVX-512 build (the portable loops vectorize 16 wide there) 64x32x16x16 0.88 /
+// 1.55 -> 1.27 / 2.48, 64x128x16x16 0.78 / 1.23 -> 0.83 / 1.28, 64x256x16x16 0.67 / 0.98 -> 0.58 / 0.85.
+// The lane sums and the outputs are bit-identical either way.
+#if defined(__AVX512F__)
+constexpr int64_t kMinTileLen = 256;
+#else
+constexpr int64_t kMinTileLen = 16;
+#endif
 template <typename S>
 constexpr bool float16_sums_in_tiles() {
 #if defined(__F16C__)
@@ -299,10 +312,12 @@ template <int R, typename S>
 GENCORE_RUN_LOOP void shifted_sums(const S* p, int64_t stride, int64_t len, compute_t<S> shift, double& s1,
                                    double& s2) {
   if constexpr (float16_sums_in_tiles<S>()) {
-    over_widened_tiles<R>(std::array{p}, stride, len, [&](const auto& w, int64_t tile, int64_t, int64_t count) {
-      shifted_sums<R, float>(w[0], tile, count, shift, s1, s2);
-    });
-    return;
+    if (len >= kMinTileLen) {
+      over_widened_tiles<R>(std::array{p}, stride, len, [&](const auto& w, int64_t tile, int64_t, int64_t count) {
+        shifted_sums<R, float>(w[0], tile, count, shift, s1, s2);
+      });
+      return;
+    }
   }
   using C = compute_t<S>;
   using U = units<S>;
@@ -434,10 +449,12 @@ inline int64_t normalize_with_codec(const S* p, S* q, int64_t len, const compute
 template <typename S>
 GENCORE_RUN_LOOP void normalize_run(const S* p, S* q, int64_t len, compute_t<S> a, compute_t<S> b, compute_t<S> slope, bool relu) {
   if constexpr (float16_outputs_in_tiles<S>()) {
-    over_float16_tiles(std::array{p}, q, len, [&](const auto& w, float* out, int64_t, int64_t count) {
-      normalize_run<float>(w[0], out, count, a, b, slope, relu);
-    });
-    return;
+    if (len >= kMinTileLen) {
+      over_float16_tiles(std::array{p}, q, len, [&](const auto& w, float* out, int64_t, int64_t count) {
+        normalize_run<float>(w[0], out, count, a, b, slope, relu);
+      });
+      return;
+    }
   }
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
@@ -517,10 +534,12 @@ template <int R, typename S>
 GENCORE_RUN_LOOP void lane_sums(const S* row, int64_t stride, const compute_t<S>* shift, compute_t<S>* a1, compute_t<S>* a2,
                                 int64_t lanes) {
   if constexpr (float16_sums_in_tiles<S>()) {
-    over_widened_tiles<R>(std::array{row}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
-      lane_sums<R, float>(w[0], tile, shift + j, a1 + j, a2 + j, count);
-    });
-    return;
+    if (lanes >= kMinTileLen) {
+      over_widened_tiles<R>(std::array{row}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
+        lane_sums<R, float>(w[0], tile, shift + j, a1 + j, a2 + j, count);
+      });
+      return;
+    }
   }
   using C = compute_t<S>;
 #pragma omp simd
@@ -544,10 +563,12 @@ template <typename S>
 GENCORE_RUN_LOOP void lane_normalize(const S* row, S* out, const compute_t<S>* a, const compute_t<S>* b,
                                      int64_t lanes, compute_t<S> slope, bool relu) {
   if constexpr (float16_outputs_in_tiles<S>()) {
-    over_float16_tiles(std::array{row}, out, lanes, [&](const auto& w, float* res, int64_t j, int64_t count) {
-      lane_normalize<float>(w[0], res, a + j, b + j, count, slope, relu);
-    });
-    return;
+    if (lanes >= kMinTileLen) {
+      over_float16_tiles(std::array{row}, out, lanes, [&](const auto& w, float* res, int64_t j, int64_t count) {
+        lane_normalize<float>(w[0], res, a + j, b + j, count, slope, relu);
+      });
+      return;
+    }
   }
   with_relu(relu, [&](auto r) {
     const auto y = normalized<decltype(r)::value, compute_t<S>>(slope);
@@ -867,10 +888,12 @@ GENCORE_RUN_LOOP void bwd_sums_run(const S* dy, const S* in, int64_t stride, int
                                    compute_t<S> b, compute_t<S> center, compute_t<S> slope, compute_t<S> inv_slope,
                                    double& s1, double& s2) {
   if constexpr (float16_sums_in_tiles<S>()) {
-    over_widened_tiles<R>(std::array{dy, in}, stride, len, [&](const auto& w, int64_t tile, int64_t, int64_t count) {
-      bwd_sums_run<R, float, Mode>(w[0], w[1], tile, count, a, b, center, slope, inv_slope, s1, s2);
-    });
-    return;
+    if (len >= kMinTileLen) {
+      over_widened_tiles<R>(std::array{dy, in}, stride, len, [&](const auto& w, int64_t tile, int64_t, int64_t count) {
+        bwd_sums_run<R, float, Mode>(w[0], w[1], tile, count, a, b, center, slope, inv_slope, s1, s2);
+      });
+      return;
+    }
   }
   using C = compute_t<S>;
   using U = units<S>;
@@ -951,10 +974,12 @@ GENCORE_RUN_LOOP void bwd_dx_run(const S* dy, const S* in, S* dx, int64_t len, c
                 compute_t<S> center, compute_t<S> k2, compute_t<S> k0, compute_t<S> slope,
                 compute_t<S> inv_slope) {
   if constexpr (float16_outputs_in_tiles<S>()) {
-    over_float16_tiles(std::array{dy, in}, dx, len, [&](const auto& w, float* out, int64_t, int64_t count) {
-      bwd_dx_run<float, Mode>(w[0], w[1], out, count, a, b, center, k2, k0, slope, inv_slope);
-    });
-    return;
+    if (len >= kMinTileLen) {
+      over_float16_tiles(std::array{dy, in}, dx, len, [&](const auto& w, float* out, int64_t, int64_t count) {
+        bwd_dx_run<float, Mode>(w[0], w[1], out, count, a, b, center, k2, k0, slope, inv_slope);
+      });
+      return;
+    }
   }
   const auto f = dx_value<compute_t<S>, Mode>();
   const int64_t i0 = dx_with_codec<S, Mode, false>(dy, in, dx, len, &a, &b, &center, &k2, &k0, slope, inv_slope);
@@ -1000,6 +1025,23 @@ template <typename S, int Mode>
 GENCORE_RUN_LOOP void lane_bwd_sums(const S* g, const S* v, S* out, const compute_t<S>* ka, const compute_t<S>* kb,
                                     const compute_t<S>* kc, compute_t<S> slope, compute_t<S> inv_slope,
                                     compute_t<S>* a1, compute_t<S>* a2, int64_t lanes, bool training) {
+  // (No codec loop does this one's eval output: it goes through the tiles wherever the sums do.)
+  if constexpr (float16_sums_in_tiles<S>()) {
+    if (lanes >= kMinTileLen) {
+      const auto sums = [&](const auto& w, float* res, int64_t j, int64_t count) {
+        lane_bwd_sums<float, Mode>(w[0], w[1], res, ka + j, kb + j, kc + j, slope, inv_slope, a1 + j, a2 + j, count,
+                                   training);
+      };
+      if (training) {
+        over_widened_tiles<1>(std::array{g, v}, 0, lanes, [&](const auto& w, int64_t, int64_t j, int64_t count) {
+          sums(w, nullptr, j, count);
+        });
+      } else {
+        over_float16_tiles(std::array{g, v}, out, lanes, sums);
+      }
+      return;
+    }
+  }
   using C = compute_t<S>;
 #pragma omp simd
   for (int64_t i = 0; i < lanes; ++i) {
@@ -1020,11 +1062,13 @@ GENCORE_RUN_LOOP void lane_bwd_sums_rows(const S* g, const S* v, int64_t stride,
                                          compute_t<S> inv_slope, compute_t<S>* a1, compute_t<S>* a2,
                                          int64_t lanes) {
   if constexpr (float16_sums_in_tiles<S>()) {
-    over_widened_tiles<R>(std::array{g, v}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
-      lane_bwd_sums_rows<R, float, Mode>(w[0], w[1], tile, ka + j, kb + j, kc + j, slope, inv_slope, a1 + j, a2 + j,
-                                         count);
-    });
-    return;
+    if (lanes >= kMinTileLen) {
+      over_widened_tiles<R>(std::array{g, v}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
+        lane_bwd_sums_rows<R, float, Mode>(w[0], w[1], tile, ka + j, kb + j, kc + j, slope, inv_slope, a1 + j, a2 + j,
+                                           count);
+      });
+      return;
+    }
   }
   using C = compute_t<S>;
 #pragma omp simd
@@ -1051,10 +1095,12 @@ GENCORE_RUN_LOOP void lane_bwd_dx(const S* g, const S* v, S* out, const compute_
                                   const compute_t<S>* kc, const compute_t<S>* k2, const compute_t<S>* k0,
                                   compute_t<S> slope, compute_t<S> inv_slope, int64_t lanes) {
   if constexpr (float16_outputs_in_tiles<S>()) {
-    over_float16_tiles(std::array{g, v}, out, lanes, [&](const auto& w, float* res, int64_t j, int64_t count) {
-      lane_bwd_dx<float, Mode>(w[0], w[1], res, ka + j, kb + j, kc + j, k2 + j, k0 + j, slope, inv_slope, count);
-    });
-    return;
+    if (lanes >= kMinTileLen) {
+      over_float16_tiles(std::array{g, v}, out, lanes, [&](const auto& w, float* res, int64_t j, int64_t count) {
+        lane_bwd_dx<float, Mode>(w[0], w[1], res, ka + j, kb + j, kc + j, k2 + j, k0 + j, slope, inv_slope, count);
+      });
+      return;
+    }
   }
   const auto f = dx_value<compute_t<S>, Mode>();
   const int64_t i0 = dx_with_codec<S, Mode, true>(g, v, out, lanes, ka, kb, kc, k2, k0, slope, inv_slope);
