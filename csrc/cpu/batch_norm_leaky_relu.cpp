@@ -297,7 +297,8 @@ void over_float16_tiles(const std::array<const float16*, Q>& p, float16* q, int6
       if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0, 0)) {
         for (int k = 0; k < 8; ++k) dst[i + k] = store<float16>(res[i + k]);
       } else {
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
       }
     }
 #endif
@@ -1063,10 +1064,11 @@ GENCORE_RUN_LOOP void lane_bwd_sums_rows(const S* g, const S* v, int64_t stride,
                                          int64_t lanes) {
   if constexpr (float16_sums_in_tiles<S>()) {
     if (lanes >= kMinTileLen) {
-      over_widened_tiles<R>(std::array{g, v}, stride, lanes, [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
+      const auto rows = [&](const auto& w, int64_t tile, int64_t j, int64_t count) {
         lane_bwd_sums_rows<R, float, Mode>(w[0], w[1], tile, ka + j, kb + j, kc + j, slope, inv_slope, a1 + j, a2 + j,
                                            count);
-      });
+      };
+      over_widened_tiles<R>(std::array{g, v}, stride, lanes, rows);
       return;
     }
   }
