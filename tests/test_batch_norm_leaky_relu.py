@@ -2,6 +2,7 @@
 outputs, dx / dweight / dbias, running statistics, train and eval, dtypes, layouts, odd shapes, in-place
 mode, modules, state dicts, converter, torch.compile, opcheck, autocast and bad input."""
 import copy
+import math
 import importlib
 
 import pytest
@@ -1106,6 +1107,92 @@ def test_cpu_float16_statistics_tiles(shape, layout):
     m = x.numel() // c
     torch.testing.assert_close(gw16, gw32, rtol=1e-5, atol=1e-6 * m)
     torch.testing.assert_close(gb16, gb32, rtol=1e-5, atol=1e-6 * m)
+
+
+# Shapes for the exact-rounding tests: spans of short runs over 16 samples (cached groups), runs of 256
+# values (cached groups, 2 samples), runs of 63 values of 5 channels (chunked), and (N, C). Each channel
+# has at most 512 values, so the dyadic gradients below sum exactly in float32.
+HALF_ROUNDING_SHAPES = [(16, 40, 4, 8), (2, 36, 16, 16), (4, 5, 9, 7), (32, 48)]
+
+
+def _half_tie_slope(dtype):
+    """A LeakyReLU slope in (0, 1) whose products with `dtype` values often fall exactly halfway between
+    two `dtype` values: 0.5 * (1 + 2^-p) for a p-bit significand, so rounding to nearest even is tested."""
+    return 0.5 * (1 + 2.0 ** -(8 if dtype == torch.bfloat16 else 11))
+
+
+def _same_bits(actual, expected, what):
+    """Bit-for-bit equal where expected is not NaN (NaN where it is: its sign is the CPU's operand order)."""
+    nan = expected.isnan()
+    assert torch.equal(actual.isnan(), nan), f"{what}: NaN positions differ"
+    bits = actual.view(torch.int16)[~nan], expected.view(torch.int16)[~nan]
+    bad = (bits[0] != bits[1]).nonzero()
+    assert bad.numel() == 0, (f"{what}: {bad.numel()} values differ in their bits, first "
+                              f"{actual[~nan][bad[0]].item()} vs {expected[~nan][bad[0]].item()}")
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("shape", HALF_ROUNDING_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_cpu_half_outputs_round_exactly(dtype, shape, layout):
+    """bfloat16 and float16 outputs are the float32 results rounded to nearest even, bit for bit, in every
+    loop that writes them (the codec loops of AVX2 / AVX-512 builds, the float16 tiles, the portable
+    loops) and after a NaN, where the codec loops hand the rest of a run to the portable loop.
+    Eval forward with identity statistics (eps 0): y = leaky_relu(x), with a slope whose products tie.
+    Training backward with statistics made exact (x = +-1, equal counts per channel: mean 0, variance 1)
+    and dyadic gradients that cancel within each channel (so both sums are exactly 0 and dx = dz): dx is
+    dy or dy * slope rounded. One channel's gradient holds a NaN: that channel is NaN, the others exact."""
+    skip_unless_op_runs("cpu", "cpu")
+    if layout == "channels_last" and len(shape) == 2:
+        pytest.skip("(N, C) has one layout")
+    op = torch.ops.gencore
+    slope = _half_tie_slope(dtype)
+    c = shape[1]
+    m = math.prod(shape) // c
+    gen = torch.Generator().manual_seed(5)
+    ones, zeros = torch.ones(c), torch.zeros(c)
+    channel_last = [0] + list(range(2, len(shape))) + [1]  # per-channel values along the last dim
+
+    def channelwise(values):  # (C, m) -> the op's shape and layout
+        v = values.reshape([c] + [shape[0]] + list(shape[2:])).movedim(0, 1).contiguous()
+        return to_layout(v, layout)
+
+    # Eval forward: bfloat16 / float16 values, a few infinities and NaNs (NaN results leave the codec loops).
+    x = (torch.randn(shape, generator=gen) * 3).to(dtype)
+    flat = x.view(-1)
+    for i, v in zip(torch.randint(0, flat.numel(), (6,), generator=gen).tolist(),
+                    [math.nan, math.inf, -math.inf, math.nan, -0.0, 1e-30]):
+        flat[i] = v
+    x = to_layout(x, layout)
+    y, _, _ = op.batch_norm_leaky_relu_forward(x, ones, zeros, zeros, ones, False, 0.0, slope)
+    assert y.stride() == x.stride()
+    # (x * 1 + 0: the bias turns -0 into +0, as in F.batch_norm.)
+    _same_bits(y, F.leaky_relu(x.float() + 0.0, slope).to(dtype), f"{dtype} {shape} {layout} eval forward")
+
+    # Training backward: per channel, x = +-1 in equal numbers (random places) and, within each sign, pairs
+    # of opposite gradients k/8 (k = 1..15): every partial sum is exact, both channel sums are 0.
+    sign = torch.ones(c, m)
+    for ch in range(c):
+        sign[ch, torch.randperm(m, generator=gen)[: m // 2]] = -1
+    k = torch.randint(1, 16, (c, m // 2), generator=gen).float() / 8
+    grad = torch.empty(c, m)
+    for ch in range(c):
+        for s_ in (1.0, -1.0):
+            where = (sign[ch] == s_).nonzero().squeeze(1)
+            half = where.numel() // 2
+            grad[ch, where[:half]] = k[ch, :half]
+            grad[ch, where[half: 2 * half]] = -k[ch, :half]
+    nan_channel = c // 2
+    grad[nan_channel, m // 3] = math.nan
+    x = channelwise(sign).to(dtype)
+    g = channelwise(grad).to(dtype)
+    _, mean, var = op.batch_norm_leaky_relu_forward(x, ones, zeros, None, None, True, 0.0, slope)
+    assert torch.equal(mean, zeros) and torch.equal(var, ones)
+    dx, _, _ = op.batch_norm_leaky_relu_backward(g, x, ones, zeros, mean, var, True, 0.0, slope)
+    assert dx.stride() == x.stride()
+    expected = torch.where(x > 0, g.float(), g.float() * slope).to(dtype)
+    expected.select(1, nan_channel).fill_(math.nan)
+    _same_bits(dx, expected, f"{dtype} {shape} {layout} training dx")
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 300, 300), (300, 32, 30, 30)], ids=str)
