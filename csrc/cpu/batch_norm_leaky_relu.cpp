@@ -224,9 +224,10 @@ inline auto tree_sum(F&& f) {
 //   the last bits). Measured 2026-11-29 (standalone harness, two threads, minimum of 100, two alternating
 //   runs, AVX-512 build): 4x64x32x32 (in L2) forward 0.26 -> 0.18-0.20 ns per value, backward 0.43 ->
 //   0.29-0.31; at the batch-64 DCGAN shapes, where memory bounds the sweeps, within the noise.
-// - The normalize and dx loops do it only without AVX-512, whose codec loops (F16Vectors below) convert
-//   in registers; the channels-last backward sums (lane_bwd_sums, with eval mode's dx) wherever F16C
-//   exists. Outputs are bit-identical to the portable loops'.
+// - The normalize and dx loops do it only in builds with F16C but neither AVX-512 nor the AVX2 codecs
+//   (F16Vectors, F16Vectors256 below: they convert in registers); the channels-last backward sums
+//   (lane_bwd_sums, with eval mode's dx) wherever F16C exists. Outputs are bit-identical to the portable
+//   loops'.
 // Shorter loops keep the portable conversions: a call through the tiles costs a few dozen ns, which short
 // rows (channels-last input with few channels: a call per row of C values) do not win back. Measured
 // 2026-11-29, channels-last, one thread, minimum of 15-21, ns per value forward / backward, portable ->
@@ -444,9 +445,13 @@ inline int64_t normalize_avx512(const typename V::Unit* p, typename V::Unit* q, 
 
 #if defined(GENCORE_AVX2_CODECS)
 // ---- AVX2 loops with hardware conversions (bfloat16 pairs, float16) -------------------------------------
-// The codec loops of AVX2 builds, as the AVX-512 ones above: load gives the float32 vectors of 8 storage
-// units, store writes 8 units or returns false (nothing stored) for a block with a NaN result, and the
-// caller's portable loop does the rest of the run. The portable loops, compiled for AVX2, convert with
+// The codec loops of AVX2 builds: load gives the float32 vectors of 8 storage units and store writes 8
+// units from them. Unlike the AVX-512 loops these compute every unit of the run themselves: a block with
+// a NaN result is stored value by value through store<S> (the canonical NaN) and the loop goes on, and a
+// tail shorter than 8 units runs as one padded block (over_codec_blocks). So all the run's results come
+// from the same arithmetic, that of the float32 loops (the float16 tiles before them; checked bit for bit
+// by benchmarks/native/bn_half_bits.cpp): GCC contracts the portable float16 loop differently, which
+// changed results that round to a signed zero. The portable loops, compiled for AVX2, convert with
 // integer operations (bfloat16: a NaN test and a blend per vector on top of the rounding; float16: about
 // ten operations per vector each way) and reload every per-lane constant once per value of a pair.
 // Measured 2026-11-29 on an AVX2 machine (AMD EPYC, Zen 3; docs/batch_norm_leaky_relu.md, tenth session):
@@ -473,8 +478,14 @@ struct Bf16PairVectors256 {
     return {_mm256_castsi256_ps(_mm256_slli_epi32(w, 16)),
             _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(static_cast<int>(0xffff0000u))))};
   }
-  static bool store(bfloat16_pair* q, const M256s<2>& v) {
-    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v.v[0], v.v[1], _CMP_UNORD_Q)) != 0, 0)) return false;
+  static void store(bfloat16_pair* q, const M256s<2>& v) {
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v.v[0], v.v[1], _CMP_UNORD_Q)) != 0, 0)) {
+      alignas(32) float lo[8], hi[8];
+      _mm256_store_ps(lo, v.v[0]);
+      _mm256_store_ps(hi, v.v[1]);
+      for (int k = 0; k < 8; ++k) q[k] = units<bfloat16_pair>::join(cpu::store<bfloat16>(lo[k]), cpu::store<bfloat16>(hi[k]));
+      return;
+    }
     // (u + 0x7fff + ((u >> 16) & 1)) >> 16 per value; the high value's result stays in the upper half.
     const auto round = [](__m256 x) {
       const __m256i u = _mm256_castps_si256(x);
@@ -484,22 +495,25 @@ struct Bf16PairVectors256 {
     const __m256i w = _mm256_or_si256(_mm256_srli_epi32(round(v.v[0]), 16),
                                       _mm256_and_si256(round(v.v[1]), _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), w);
-    return true;
   }
 };
 
 // float16: VCVTPH2PS / VCVTPS2PH, exact and equal to load / store<float16> on every non-NaN value (see
-// F16Vectors); a block with a NaN result goes to the portable loop.
+// F16Vectors); VCVTPS2PH would keep a NaN's payload, so a block with a NaN takes store<float16>.
 struct F16Vectors256 {
   using Unit = float16;
   static constexpr int kVectors = 1;
   static M256s<1> load(const float16* p) {
     return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
   }
-  static bool store(float16* q, const M256s<1>& v) {
-    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v.v[0], v.v[0], _CMP_UNORD_Q)) != 0, 0)) return false;
+  static void store(float16* q, const M256s<1>& v) {
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v.v[0], v.v[0], _CMP_UNORD_Q)) != 0, 0)) {
+      alignas(32) float r[8];
+      _mm256_store_ps(r, v.v[0]);
+      for (int k = 0; k < 8; ++k) q[k] = cpu::store<float16>(r[k]);
+      return;
+    }
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm256_cvtps_ph(v.v[0], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-    return true;
   }
 };
 
@@ -514,6 +528,34 @@ inline __m256 lane_constant(const float* k, int64_t i) {
   return Lanes ? _mm256_loadu_ps(k + i) : _mm256_broadcast_ss(k);
 }
 
+// block(in, out, consts, i) for the blocks of 8 units of [0, len): `in` holds Q input streams (the
+// units at in[q] + i), `consts` the K per-lane constant arrays (read at consts[k] + i when Lanes). The
+// last len % 8 units run as one block from zero-padded copies, whose results are copied out. Returns len.
+template <bool Lanes, typename U, size_t Q, size_t K, typename Block>
+inline int64_t over_codec_blocks(const std::array<const U*, Q>& in, U* out, const std::array<const float*, K>& consts,
+                                 int64_t len, Block&& block) {
+  int64_t i = 0;
+  for (; i + 8 <= len; i += 8) block(in, out, consts, i);
+  const int64_t rest = len - i;
+  if (rest > 0) {
+    U pin[Q][8] = {}, pout[8];
+    alignas(32) float pk[K][8] = {};
+    std::array<const U*, Q> tin;
+    std::array<const float*, K> tk;
+    for (size_t q = 0; q < Q; ++q) {
+      std::copy(in[q] + i, in[q] + len, pin[q]);
+      tin[q] = pin[q];
+    }
+    for (size_t k = 0; k < K; ++k) {
+      if (Lanes) std::copy(consts[k] + i, consts[k] + len, pk[k]);
+      tk[k] = Lanes ? pk[k] : consts[k];
+    }
+    block(tin, pout, tk, int64_t{0});
+    std::copy(pout, pout + rest, out + i);
+  }
+  return len;
+}
+
 // The normalize loop (as normalize_avx512). LeakyReLU with 0 < slope <= 1 is max(v, v * slope): the
 // product rounds towards v's side of zero, so the maximum picks v for v > 0 and v * slope otherwise
 // (NaN: the product, a NaN; -0: -0), one operation fewer than a compare and a blend.
@@ -522,14 +564,13 @@ inline int64_t normalize_avx2(const typename V::Unit* p, typename V::Unit* q, in
                               const float* b, float slope) {
   const __m256 vslope = _mm256_set1_ps(slope), zero = _mm256_setzero_ps();
   const auto loop = [&](auto act) {
-    int64_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-      M256s<V::kVectors> v = V::load(p + i);
-      const __m256 va = lane_constant<Lanes>(a, i), vb = lane_constant<Lanes>(b, i);
+    return over_codec_blocks<Lanes>(std::array{p}, q, std::array{a, b}, len,
+                                    [&](const auto& in, auto* out, const auto& k, int64_t i) {
+      M256s<V::kVectors> v = V::load(in[0] + i);
+      const __m256 va = lane_constant<Lanes>(k[0], i), vb = lane_constant<Lanes>(k[1], i);
       for (__m256& e : v.v) e = act(_mm256_fmadd_ps(e, va, vb));
-      if (!V::store(q + i, v)) break;
-    }
-    return i;
+      V::store(out + i, v);
+    });
   };
   if constexpr (Relu) {  // v <= 0 -> +0; NaN stays (as activate<true>)
     return loop([&](__m256 v) { return _mm256_andnot_ps(_mm256_cmp_ps(v, zero, _CMP_LE_OQ), v); });
@@ -1076,11 +1117,12 @@ inline int64_t dx_avx2(const typename V::Unit* g, const typename V::Unit* v, typ
                        const float* ka, const float* kb, const float* kc, const float* k2, const float* k0,
                        float slope, float inv_slope) {
   const __m256 vslope = _mm256_set1_ps(slope), vinv = _mm256_set1_ps(inv_slope), zero = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 8 <= len; i += 8) {
-    const M256s<V::kVectors> gv = V::load(g + i), vv = V::load(v + i);
-    const __m256 a = lane_constant<Lanes>(ka, i), b = lane_constant<Lanes>(kb, i), c = lane_constant<Lanes>(kc, i);
-    const __m256 q2 = lane_constant<Lanes>(k2, i), q0 = lane_constant<Lanes>(k0, i);
+  return over_codec_blocks<Lanes>(std::array{g, v}, out, std::array{ka, kb, kc, k2, k0}, len,
+                                  [&](const auto& in, auto* q, const auto& k, int64_t i) {
+    const M256s<V::kVectors> gv = V::load(in[0] + i), vv = V::load(in[1] + i);
+    const __m256 a = lane_constant<Lanes>(k[0], i), b = lane_constant<Lanes>(k[1], i);
+    const __m256 c = lane_constant<Lanes>(k[2], i), q2 = lane_constant<Lanes>(k[3], i);
+    const __m256 q0 = lane_constant<Lanes>(k[4], i);
     M256s<V::kVectors> r;
     for (int e = 0; e < V::kVectors; ++e) {
       __m256 neg;  // not positive: dz = g * slope (or 0 for ReLU)
@@ -1096,9 +1138,8 @@ inline int64_t dx_avx2(const typename V::Unit* g, const typename V::Unit* v, typ
       const __m256 t = _mm256_mul_ps(_mm256_sub_ps(u, c), q2);
       r.v[e] = _mm256_add_ps(_mm256_fmsub_ps(dz, a, t), q0);
     }
-    if (!V::store(out + i, r)) break;
-  }
-  return i;
+    V::store(q + i, r);
+  });
 }
 #endif
 
