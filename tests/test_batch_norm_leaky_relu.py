@@ -1078,14 +1078,14 @@ def test_cpu_float16_nan_payloads_and_subnormal_outputs(shape, slope):
                                           ((37, 70), "contiguous"), ((6, 300, 3, 5), "channels_last"),
                                           ((4, 3000, 2, 2), "channels_last")], ids=str)
 def test_cpu_float16_statistics_tiles(shape, layout):
-    """float16 loops through float32 tiles (where the build has F16C: the statistics sweeps, the
-    channels-last backward sums; without AVX-512 the normalize and dx loops too). Shapes chosen for the
+    """float16 loops through float32 tiles (where the build has F16C: the statistics sweeps, the channels-last
+    backward sums; with neither AVX-512 nor AVX2 the normalize and dx loops too). Shapes chosen for the
     schedules: runs of 1155 values read 4 rows at a time, then 1 (several tiles per run, a tail that is not
-    a multiple of 16); spans over 21 samples (4-row blocks, a 1-row block); spans of 1200 values (more
-    than one 512-lane tile: per-lane constants at an offset); long runs of few channels; (N, C);
-    channels-last rows of 300 and of 3000 channels (two tiles). Module steps (train, then eval) against
-    float64 nn.BatchNorm + LeakyReLU, then the ops on float32 copies of the data: the float16 statistics
-    are those of the same values, so they agree to float32 rounding."""
+    a multiple of 16); spans over 21 samples (4-row blocks, a 1-row block); spans of 1200 values (more than
+    one 512-lane tile: per-lane constants at an offset); long runs of few channels; (N, C); channels-last
+    rows of 300 and of 3000 channels (two tiles). Module steps (train, then eval) against float64
+    nn.BatchNorm + LeakyReLU, then the ops on float32 copies of the data: the float16 statistics are those
+    of the same values, so they agree to float32 rounding."""
     skip_unless_op_runs("cpu", "cpu")
     ref, fused = make_pair(shape, 0.2, "cpu", seed=3)
     x = to_layout(random_input(shape, torch.float16, "cpu", 12), layout)
@@ -1141,7 +1141,8 @@ def _same_bits(actual, expected, what):
 def test_cpu_half_outputs_round_exactly(dtype, shape, layout, slope):
     """bfloat16 and float16 outputs are the float32 kernel's results on the same values rounded to
     nearest even, bit for bit, in every loop that writes them (the codec loops of AVX2 / AVX-512 builds,
-    the portable loops) and after a NaN, where the codec loops hand the rest of a run to the portable loop.
+    the portable loops) and after a NaN (the AVX2 codec loops store that block value by value, the AVX-512
+    ones hand the rest of the run to the portable loop).
     1. Rounding ties: with identity statistics (eval) and with statistics and gradient sums made exactly 0
        and 1 (training: x = +-1 in equal numbers per channel, gradients in pairs of opposite values),
        y = leaky_relu(x) and dx = dy or dy * slope, and the slope's products fall halfway between two

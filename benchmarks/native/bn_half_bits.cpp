@@ -1,9 +1,10 @@
-// Bit-identity check of the BatchNorm+LeakyReLU CPU kernels for bfloat16 and float16: prints one hash
-// per dtype of every output (y, the statistics, dx, grad_weight, grad_bias; forward in eval and training
-// mode, backward from the input and from the output) over shapes that take every schedule (spans, runs,
-// two-pass, channels-last rows, (N, C)), both layouts, pointer offsets of 0 and 1 unit (bfloat16 read as
-// pairs or not), slopes 0 / 0.2 / 1 / 1.5, and data with and without NaN, infinities, float32
-// subnormals, half overflow and tiny gradients. Two builds whose loops must agree print the same hashes;
+// Bit-identity check of the BatchNorm+LeakyReLU CPU kernels for bfloat16 and float16: prints a running hash
+// after each dtype (the second covers both) of every output (y, the statistics, dx, grad_weight, grad_bias;
+// forward in eval and training mode, backward from the input and from the output) over shapes that take
+// every schedule (spans, runs, two-pass, channels-last rows, (N, C)), both layouts, pointer offsets of 0
+// and 1 unit (bfloat16 read as pairs or not), slopes 0 / 0.2 / 1 / 1.5, and data with and without NaN,
+// infinities, float32 subnormals, half overflow and tiny gradients. Two builds whose loops must agree print
+// the same hashes;
 // CI (.ci/run, AVX2 hosts) compares the AVX2 codec loops with the portable ones:
 //   g++ -O3 -march=native -std=c++20 -fopenmp -fno-math-errno -fno-trapping-math [-DGENCORE_NO_AVX2_CODECS]
 //     -Icsrc benchmarks/native/bn_half_bits.cpp csrc/cpu/batch_norm_leaky_relu.cpp csrc/cpu/stream_store.cpp

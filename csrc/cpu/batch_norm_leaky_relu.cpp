@@ -257,6 +257,35 @@ constexpr bool float16_outputs_in_tiles() {
 #endif
 }
 
+#if defined(__F16C__)
+// K float32 vectors of 8 lanes.
+template <int K>
+struct M256s {
+  __m256 v[K];
+};
+
+// float16, 8 units at a time: VCVTPH2PS / VCVTPS2PH (F16C), exact and equal to load / store<float16> on
+// every non-NaN value (see F16Vectors); VCVTPS2PH would keep a NaN's payload, so a block with a NaN takes
+// store<float16>. The float16 tiles below convert with it, and so do the AVX2 codec loops.
+struct F16Vectors256 {
+  using Unit = float16;
+  static constexpr int kVectors = 1;
+  static M256s<1> load(const float16* p) {
+    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
+  }
+  static void store(float16* q, const M256s<1>& v) {
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v.v[0], v.v[0], _CMP_UNORD_Q)) != 0, 0)) {
+      alignas(32) float r[8];
+      _mm256_store_ps(r, v.v[0]);
+      for (int k = 0; k < 8; ++k) q[k] = cpu::store<float16>(r[k]);
+      return;
+    }
+    const __m128i h = _mm256_cvtps_ph(v.v[0], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), h);
+  }
+};
+#endif
+
 // f(w, tile, j, count) for the tiles [j, j + count) of [0, len): w[q] holds R rows of stream q's values
 // p[q] + r * stride + [j, j + count) as float32, row r at w[q] + r * tile.
 template <int R, size_t Q, typename F>
@@ -279,9 +308,7 @@ void over_widened_tiles(const std::array<const float16*, Q>& p, int64_t stride, 
           _mm512_store_ps(dst + i, _mm512_maskz_cvtph_ps(static_cast<__mmask16>(-1), h));
         }
 #elif defined(__F16C__)
-        for (; i + 8 <= count; i += 8) {
-          _mm256_store_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
-        }
+        for (; i + 8 <= count; i += 8) _mm256_store_ps(dst + i, F16Vectors256::load(src + i).v[0]);
 #endif
         for (; i < count; ++i) dst[i] = load(src[i]);
       }
@@ -300,15 +327,7 @@ void over_float16_tiles(const std::array<const float16*, Q>& p, float16* q, int6
     float16* dst = q + j;
     int64_t i = 0;
 #if defined(__F16C__)
-    for (; i + 8 <= count; i += 8) {
-      const __m256 v = _mm256_load_ps(res + i);
-      if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0, 0)) {
-        for (int k = 0; k < 8; ++k) dst[i + k] = store<float16>(res[i + k]);
-      } else {
-        const __m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), h);
-      }
-    }
+    for (; i + 8 <= count; i += 8) F16Vectors256::store(dst + i, {_mm256_load_ps(res + i)});
 #endif
     for (; i < count; ++i) dst[i] = store<float16>(res[i]);
   });
@@ -461,12 +480,6 @@ inline int64_t normalize_avx512(const typename V::Unit* p, typename V::Unit* q, 
 // backward 0.368 / 0.442 / 0.514 -> 0.343 / 0.426 / 0.487; float16 (which used float32 tiles there)
 // forward 0.53-0.66 -> 0.30-0.45 and backward 1.02-1.11 -> 0.58-0.79.
 
-// K float32 vectors of 8 lanes.
-template <int K>
-struct M256s {
-  __m256 v[K];
-};
-
 // bfloat16 pairs: a word's low value is word << 16, its high one word & 0xffff0000 (as Bf16PairVectors).
 // store rounds to nearest even as store<bfloat16> does, with the integer rounding alone: a NaN (whose
 // rounding must keep it quiet) is the only value where store<bfloat16> does more.
@@ -483,7 +496,9 @@ struct Bf16PairVectors256 {
       alignas(32) float lo[8], hi[8];
       _mm256_store_ps(lo, v.v[0]);
       _mm256_store_ps(hi, v.v[1]);
-      for (int k = 0; k < 8; ++k) q[k] = units<bfloat16_pair>::join(cpu::store<bfloat16>(lo[k]), cpu::store<bfloat16>(hi[k]));
+      for (int k = 0; k < 8; ++k) {
+        q[k] = units<bfloat16_pair>::join(cpu::store<bfloat16>(lo[k]), cpu::store<bfloat16>(hi[k]));
+      }
       return;
     }
     // (u + 0x7fff + ((u >> 16) & 1)) >> 16 per value; the high value's result stays in the upper half.
@@ -492,28 +507,9 @@ struct Bf16PairVectors256 {
       const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
       return _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd);
     };
-    const __m256i w = _mm256_or_si256(_mm256_srli_epi32(round(v.v[0]), 16),
-                                      _mm256_and_si256(round(v.v[1]), _mm256_set1_epi32(static_cast<int>(0xffff0000u))));
+    const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+    const __m256i w = _mm256_or_si256(_mm256_srli_epi32(round(v.v[0]), 16), _mm256_and_si256(round(v.v[1]), high));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), w);
-  }
-};
-
-// float16: VCVTPH2PS / VCVTPS2PH, exact and equal to load / store<float16> on every non-NaN value (see
-// F16Vectors); VCVTPS2PH would keep a NaN's payload, so a block with a NaN takes store<float16>.
-struct F16Vectors256 {
-  using Unit = float16;
-  static constexpr int kVectors = 1;
-  static M256s<1> load(const float16* p) {
-    return {_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)))};
-  }
-  static void store(float16* q, const M256s<1>& v) {
-    if (__builtin_expect(_mm256_movemask_ps(_mm256_cmp_ps(v.v[0], v.v[0], _CMP_UNORD_Q)) != 0, 0)) {
-      alignas(32) float r[8];
-      _mm256_store_ps(r, v.v[0]);
-      for (int k = 0; k < 8; ++k) q[k] = cpu::store<float16>(r[k]);
-      return;
-    }
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm256_cvtps_ph(v.v[0], _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   }
 };
 
